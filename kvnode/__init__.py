@@ -1,0 +1,1 @@
+"""A storage node: partition replicas in one LevelDB, served over RESP."""
