@@ -1,0 +1,484 @@
+import math
+import time
+
+import hiredis
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvcommon.errors import ProtocolError, TryAgainError
+from kvcommon.resp import (
+    INCOMPLETE,
+    NULL_ARRAY,
+    OK,
+    PONG,
+    ErrorReply,
+    Push,
+    ReplyParser,
+    RequestParser,
+    Status,
+    Verbatim,
+    encode,
+    encode_command,
+)
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+def parse(data: bytes, chunk_size: int | None = None, into: list | None = None, **limits: int) -> list:
+    """Every command in data, fed to one parser chunk_size bytes at a time (all at once if None).
+
+    Commands are also appended to into as they come, so that a caller sees those before an error.
+    """
+    parser = RequestParser(**limits)
+    step = chunk_size or max(len(data), 1)
+    commands = [] if into is None else into
+    for i in range(0, len(data), step):
+        parser.feed(data[i : i + step])
+        while (command := parser.next_command()) is not None:
+            commands.append(command)
+    return commands
+
+
+def parse_in_every_chunk_size(data: bytes, **limits: int) -> list[list[bytes]]:
+    """The commands in data, after checking that every chunk size from 1 byte up gives the same ones."""
+    whole = parse(data, **limits)
+    for size in range(1, len(data)):
+        assert parse(data, size, **limits) == whole, f"chunks of {size} bytes"
+    return whole
+
+
+def parse_until_error(data: bytes, chunk_size: int | None = None, **limits: int) -> tuple[list, str]:
+    """The commands before the protocol error in data, and the error's reply text."""
+    commands: list[list[bytes]] = []
+    with pytest.raises(ProtocolError) as raised:
+        parse(data, chunk_size, commands, **limits)
+    return commands, raised.value.reply_text()
+
+
+def commands(*commands: list[bytes]) -> bytes:
+    return b"".join(encode_command(command) for command in commands)
+
+
+# --- Request parsing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(commands([b"SET", b"key", b"value"]), [[b"SET", b"key", b"value"]], id="multibulk"),
+        pytest.param(b"SET key value\r\n", [[b"SET", b"key", b"value"]], id="inline"),
+        pytest.param(b"GET k\n", [[b"GET", b"k"]], id="inline-lf"),
+        pytest.param(
+            b"PING\r\n" + commands([b"GET", b"k"]) + b"ECHO x\n" + commands([b"DEL", b"a", b"b"]),
+            [[b"PING"], [b"GET", b"k"], [b"ECHO", b"x"], [b"DEL", b"a", b"b"]],
+            id="mixed",
+        ),
+        pytest.param(
+            commands(*[[b"INCR", b"n%d" % i] for i in range(5)]),
+            [[b"INCR", b"n%d" % i] for i in range(5)],
+            id="pipelined",
+        ),
+        pytest.param(
+            commands([b"SET", b"k\r\n", b"\r\n\x00\xff*$"]), [[b"SET", b"k\r\n", b"\r\n\x00\xff*$"]], id="binary"
+        ),
+        pytest.param(commands([b"SET", b"", b""]), [[b"SET", b"", b""]], id="empty-args"),
+        pytest.param(b"*0\r\n*-1\r\n*-7\r\n\r\n \t\r\n\n" + commands([b"PING"]), [[b"PING"]], id="empty-commands"),
+        pytest.param(commands([b"ECHO", b"v" * 1500]), [[b"ECHO", b"v" * 1500]], id="length-over-1000"),
+        pytest.param(b"*1\r\n$4\r\nPINGxx", [[b"PING"]], id="bytes-after-arg-not-checked"),
+    ],
+)
+def test_commands_in_every_chunk_size(data, expected):
+    assert parse_in_every_chunk_size(data) == expected
+
+
+def test_large_bulk_in_chunks():
+    value = bytes(range(256)) * 400
+    data = commands([b"SET", b"big", value], [b"GET", b"big"])
+    for size in (1, 2, 3, 7, 1000, 4096, 16384, len(data)):
+        assert parse(data, size) == [[b"SET", b"big", value], [b"GET", b"big"]]
+
+
+def test_large_bulk_in_small_chunks_takes_linear_time():
+    # Joining the buffer on every feed() would copy ~16 GB here and take seconds.
+    value = b"v" * (4 * 1024 * 1024)
+    data = commands([b"SET", b"k", value])
+    started = time.perf_counter()
+    assert parse(data, 512) == [[b"SET", b"k", value]]
+    assert time.perf_counter() - started < 1.0
+
+
+def test_partial_command_waits_for_the_rest():
+    parser = RequestParser()
+    parser.feed(b"*2\r\n$3\r\nGET\r\n$3\r\nke")
+    assert parser.next_command() is None
+    assert parser.next_command() is None
+    parser.feed(b"y\r\nPING")
+    assert parser.next_command() == [b"GET", b"key"]
+    assert parser.next_command() is None
+    parser.feed(b"\r\n")
+    assert parser.next_command() == [b"PING"]
+    assert parser.next_command() is None
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*\r\n", "invalid multibulk length"),
+        (b"*1 \r\n", "invalid multibulk length"),
+        (b"*+1\r\n", "invalid multibulk length"),
+        (b"*01\r\n", "invalid multibulk length"),
+        (b"*-0\r\n", "invalid multibulk length"),
+        (b"*1_0\r\n", "invalid multibulk length"),
+        (b"*99999999999999999999\r\n", "invalid multibulk length"),
+        (b"*1\r\n$x\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*1\r\n$04\r\n", "invalid bulk length"),
+        (b"*1\r\n$ 4\r\n", "invalid bulk length"),
+        (b"*1\r\n$\r\n", "invalid bulk length"),
+        (b"*1\r\n$536870913\r\n", "invalid bulk length"),
+        (b"*1\r\n:4\r\n", "expected '$', got ':'"),
+        (b"*2\r\n$1\r\na\r\n*1\r\n", "expected '$', got '*'"),
+        # The '\r' of an empty line goes on the wire as a space, as it does from Redis.
+        (b"*1\r\n\r\n", "expected '$', got '\r'"),
+        (b'SET "a b\r\n', "unbalanced quotes in request"),
+        (b"SET 'a b\r\n", "unbalanced quotes in request"),
+        (b'SET "a"b\r\n', "unbalanced quotes in request"),
+        (b"SET ''x\r\n", "unbalanced quotes in request"),
+        (b"SET '\\\\'\r\n", "unbalanced quotes in request"),
+        (b'SET "a\\"\r\n', "unbalanced quotes in request"),
+        # Unterminated lines, one byte longer than the longest that a CRLF may still end.
+        (b"a" * 65538, "too big inline request"),
+        (b"*" + b"1" * 65537, "too big mbulk count string"),
+        (b"*1\r\n$" + b"1" * 65537, "too big bulk count string"),
+    ],
+)
+def test_protocol_errors(data, error):
+    before = [[b"PING"], [b"GET", b"k"]]
+    stream = b"PING\r\n" + commands([b"GET", b"k"]) + data
+    sizes = range(1, len(stream) + 1) if len(stream) < 100 else (1, 1000, len(stream))
+    for size in sizes:
+        assert parse_until_error(stream, size) == (before, f"ERR Protocol error: {error}")
+
+
+def test_error_is_raised_again():
+    parser = RequestParser()
+    parser.feed(b"PING\r\n*1\r\n$4\r\nPING\r\n*1\r\n:4\r\n")
+    assert parser.next_command() == [b"PING"]
+    assert parser.next_command() == [b"PING"]
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="expected '\\$', got ':'"):
+            parser.next_command()
+
+
+def test_error_reply_is_one_line():
+    parser = RequestParser()
+    parser.feed(b"*1\r\n\r\n")
+    with pytest.raises(ProtocolError) as raised:
+        parser.next_command()
+    assert encode(raised.value) == b"-ERR Protocol error: expected '$', got ' '\r\n"
+
+
+def test_max_bulk_len():
+    assert parse_in_every_chunk_size(commands([b"a" * 10]), max_bulk_len=10) == [[b"a" * 10]]
+    assert parse_until_error(commands([b"a" * 11]), max_bulk_len=10) == (
+        [],
+        "ERR Protocol error: invalid bulk length",
+    )
+    assert parse_until_error(b"*1\r\n$2000\r\n", max_bulk_len=1999)[1] == "ERR Protocol error: invalid bulk length"
+
+
+def test_max_multibulk_len():
+    assert parse_in_every_chunk_size(commands([b"a"] * 3), max_multibulk_len=3) == [[b"a"] * 3]
+    assert parse_until_error(b"*4\r\n", max_multibulk_len=3) == ([], "ERR Protocol error: invalid multibulk length")
+    assert parse_until_error(b"*1048577\r\n") == ([], "ERR Protocol error: invalid multibulk length")
+
+
+@pytest.mark.parametrize(
+    ("longest", "expected", "too_long", "error"),
+    [
+        (b"ECHO " + b"a" * 11, [[b"ECHO", b"a" * 11]], b"ECHO " + b"a" * 12, "too big inline request"),
+        (b"*-" + b"1" * 14, [], b"*-" + b"1" * 15, "too big mbulk count string"),
+        (b"*1\r\n$" + b"1" * 15, [], b"*1\r\n$" + b"1" * 16, "too big bulk count string"),
+    ],
+)
+def test_max_inline_len(longest, expected, too_long, error):
+    # A line may hold max_inline_len bytes before its CRLF, whatever the chunks and whether or not its end
+    # has come yet.
+    limits = {"max_inline_len": 16, "max_bulk_len": 10**18}
+    assert parse_in_every_chunk_size(longest + b"\r\n", **limits) == expected
+    for tail in (b"\r\n", b"\n", b"\r", b"x"):
+        for size in range(1, len(too_long) + 3):
+            assert parse_until_error(too_long + tail, size, **limits) == ([], f"ERR Protocol error: {error}")
+
+
+# Each line was sent to redis-server 7.0 (RPUSH l <line>, then LRANGE l 0 -1) to find what it makes of it.
+@pytest.mark.parametrize(
+    ("line", "args"),
+    [
+        (b'set "a b" \'c\\\'d\' "\\x41"', [b"set", b"a b", b"c'd", b"A"]),
+        (b'"\\x41\\x4a\\xff\\X41"', [b"AJ\xffX41"]),
+        (b'"\\x4" "\\x4g" "\\xZZ"', [b"x4", b"x4g", b"xZZ"]),
+        (b'"\\"" "a\\tb\\bc\\a" "\\r\\n" "\\q" "\\\\"', [b'"', b"a\tb\bc\a", b"\r\n", b"q", b"\\"]),
+        (b"'\\\\x' 'a\\b' 'a\"b'", [b"\\\\x", b"a\\b", b'a"b']),
+        (b"a\"b c\" x'y z' \"\" ''", [b"ab c", b"xy z", b"", b""]),
+        (b"\\x41 a\\b", [b"\\x41", b"a\\b"]),
+        (b"a\x0bb \x0bc d\x0c", [b"a\x0bb", b"c", b"d\x0c"]),
+        (b"\"x\"\x0b 'y'\t", [b"x", b"y"]),
+        (b"a\rb\tc", [b"a", b"b", b"c"]),
+        (b"  a   b  \r", [b"a", b"b"]),
+        # Redis reads the line as a C string, which ends at a NUL. (It then waits for a '\n' past the NUL
+        # that it can never see; ending the command there instead is more useful.)
+        (b"a b\x00c d", [b"a", b"b"]),
+    ],
+)
+def test_inline_quoting_as_redis(line, args):
+    assert parse_in_every_chunk_size(b"RPUSH l " + line + b"\r\n") == [[b"RPUSH", b"l", *args]]
+
+
+def inline_quoted(arg: bytes) -> bytes:
+    """arg as a double-quoted inline argument, escaping every byte that is not plain ASCII."""
+    escaped = (chr(b).encode() if 0x30 <= b < 0x7F and b != 0x5C else b"\\x%02x" % b for b in arg)
+    return b'"' + b"".join(escaped) + b'"'
+
+
+# --- Hypothesis: request round trips ------------------------------------------------------------------
+
+args_lists = st.lists(st.binary(max_size=40), min_size=1, max_size=6)
+
+
+@FAST
+@given(st.lists(args_lists, max_size=5), st.data())
+def test_encode_command_round_trips_whatever_the_cuts(command_list, data):
+    stream = commands(*command_list)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    parser = RequestParser()
+    parsed = []
+    for start, stop in zip([0, *cuts], [*cuts, len(stream)]):
+        parser.feed(stream[start:stop])
+        while (command := parser.next_command()) is not None:
+            parsed.append(command)
+    assert parsed == command_list
+
+
+@FAST
+@given(args_lists)
+def test_quoted_inline_round_trips(args):
+    line = b" ".join(inline_quoted(arg) for arg in args) + b"\r\n"
+    assert parse(line) == [args]
+
+
+@FAST
+@given(st.lists(st.one_of(st.text(), st.integers(-(2**63), 2**63 - 1), st.binary()), min_size=1, max_size=6))
+def test_encode_command_accepts_str_and_int(args):
+    as_bytes = [a.encode() if isinstance(a, str) else b"%d" % a if isinstance(a, int) else a for a in args]
+    assert parse(encode_command(args)) == [as_bytes]
+
+
+def test_encode_command_refuses_other_types():
+    with pytest.raises(TypeError, match="float"):
+        encode_command([b"INCRBYFLOAT", b"k", 1.5])
+
+
+# --- Reply encoding ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "resp2", "resp3"),
+    [
+        (b"abc", b"$3\r\nabc\r\n", None),
+        (b"", b"$0\r\n\r\n", None),
+        (bytearray(b"a\r\n"), b"$3\r\na\r\n\r\n", None),
+        (memoryview(b"xyz")[1:], b"$2\r\nyz\r\n", None),
+        (None, b"$-1\r\n", b"_\r\n"),
+        (NULL_ARRAY, b"*-1\r\n", b"_\r\n"),
+        (0, b":0\r\n", None),
+        (-(2**63), b":-9223372036854775808\r\n", None),
+        (True, b":1\r\n", b"#t\r\n"),
+        (False, b":0\r\n", b"#f\r\n"),
+        (OK, b"+OK\r\n", None),
+        (PONG, b"+PONG\r\n", None),
+        (Status("a\r\nb\nc"), b"+a  b c\r\n", None),
+        (ErrorReply("ERR bad\r\nthing"), b"-ERR bad  thing\r\n", None),
+        (TryAgainError("map\nchanging"), b"-TRYAGAIN map changing\r\n", None),
+        (Verbatim("a\r\nb"), b"$4\r\na\r\nb\r\n", b"=8\r\ntxt:a\r\nb\r\n"),
+        ([], b"*0\r\n", None),
+        (
+            [b"a", 1, None, [OK]],
+            b"*4\r\n$1\r\na\r\n:1\r\n$-1\r\n*1\r\n+OK\r\n",
+            b"*4\r\n$1\r\na\r\n:1\r\n_\r\n*1\r\n+OK\r\n",
+        ),
+        ((b"a",), b"*1\r\n$1\r\na\r\n", None),
+        (
+            {b"a": 1, b"b": [2]},
+            b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n*1\r\n:2\r\n",
+            b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n*1\r\n:2\r\n",
+        ),
+        ({b"x"}, b"*1\r\n$1\r\nx\r\n", b"~1\r\n$1\r\nx\r\n"),
+        (frozenset(), b"*0\r\n", b"~0\r\n"),
+        (
+            Push([b"message", b"ch", b"hi"]),
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+            b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+        ),
+    ],
+)
+def test_encode(reply, resp2, resp3):
+    assert encode(reply) == resp2
+    assert encode(reply, 2) == resp2
+    assert encode(reply, 3) == (resp2 if resp3 is None else resp3)
+    # Inside an array, where the fast path for common replies is not taken.
+    assert encode([reply], 3) == b"*1\r\n" + (resp2 if resp3 is None else resp3)
+
+
+# What redis-server 7.0 answers to ZSCORE for these scores.
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.0, b"1"),
+        (1.5, b"1.5"),
+        (0.1, b"0.10000000000000001"),
+        (1e-5, b"1.0000000000000001e-05"),
+        (123456789012345678.0, b"1.2345678901234568e+17"),
+        (1e20, b"1e+20"),
+        (-0.0, b"-0"),
+        (math.inf, b"inf"),
+        (-math.inf, b"-inf"),
+        (math.nan, b"nan"),
+    ],
+)
+def test_encode_double(value, text):
+    assert encode(value, 3) == b",%b\r\n" % text
+    assert encode(value, 2) == b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+@pytest.mark.parametrize("reply", ["plain str", object(), [b"a", 1j]])
+def test_encode_refuses_other_types(reply):
+    with pytest.raises(TypeError):
+        encode(reply)
+
+
+# --- Reply parsing -------------------------------------------------------------------------------------
+
+
+def test_reply_parser_waits_for_a_whole_reply():
+    parser = ReplyParser()
+    assert parser.next_reply() is INCOMPLETE
+    parser.feed(b"*2\r\n$1\r\na\r\n:")
+    assert parser.next_reply() is INCOMPLETE
+    parser.feed(b"1\r\n$-1\r\n")
+    assert parser.next_reply() == [b"a", 1]
+    assert parser.next_reply() is None
+    assert parser.next_reply() is INCOMPLETE
+
+
+def test_reply_parser_errors():
+    parser = ReplyParser()
+    parser.feed(b"-ERR bad\r\n*2\r\n-WRONGTYPE no\r\n+OK\r\n")
+    error = parser.next_reply()
+    assert type(error) is ErrorReply and error == "ERR bad"
+    nested = parser.next_reply()
+    assert type(nested[0]) is ErrorReply and nested == ["WRONGTYPE no", b"OK"]
+
+
+def test_reply_parser_protocol_error():
+    parser = ReplyParser()
+    parser.feed(b"?\r\n")
+    with pytest.raises(ProtocolError, match='^Protocol error: got "\\?" as reply type byte$'):
+        parser.next_reply()
+
+
+# --- Hypothesis: reply round trips ---------------------------------------------------------------------
+
+one_line_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=20)
+resp2_leaves = st.one_of(
+    st.binary(max_size=40),
+    st.integers(-(2**63), 2**63 - 1),
+    st.none(),
+    st.builds(Status, one_line_text),
+    st.builds(ErrorReply, st.builds("ERR {}".format, one_line_text)),
+)
+resp2_replies = st.recursive(resp2_leaves, lambda children: st.lists(children, max_size=5), max_leaves=20)
+
+
+def as_parsed(reply):
+    """reply as ReplyParser gives it back (hiredis cannot tell a status from a bulk string)."""
+    if isinstance(reply, Status):
+        return reply.encode()
+    if isinstance(reply, list):
+        return [as_parsed(item) for item in reply]
+    return reply
+
+
+def parse_replies(data: bytes) -> list:
+    parser = ReplyParser()
+    parser.feed(data)
+    replies = []
+    while (reply := parser.next_reply()) is not INCOMPLETE:
+        replies.append(reply)
+    return replies
+
+
+@FAST
+@given(st.lists(resp2_replies, max_size=4))
+def test_resp2_replies_round_trip(replies):
+    parsed = parse_replies(b"".join(encode(reply, 2) for reply in replies))
+    assert parsed == [as_parsed(reply) for reply in replies]
+    for original, back in zip(replies, parsed):
+        if isinstance(original, ErrorReply):
+            assert type(back) is ErrorReply
+
+
+resp3_replies = st.recursive(
+    st.one_of(
+        resp2_leaves,
+        st.booleans(),
+        st.floats(allow_nan=False),
+        st.frozensets(st.binary(max_size=10), max_size=4),
+        st.builds(Verbatim, st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.binary(max_size=10), children, max_size=4),
+        st.builds(Push, st.lists(children, max_size=4)),
+    ),
+    max_leaves=20,
+)
+
+
+def as_parsed_resp3(reply):
+    if isinstance(reply, Status | Verbatim):
+        return reply.encode()
+    if isinstance(reply, frozenset):
+        return reply  # hiredis gives a list in wire order; compared as a set below
+    if isinstance(reply, dict):
+        return {key: as_parsed_resp3(value) for key, value in reply.items()}
+    if isinstance(reply, list):
+        items = [as_parsed_resp3(item) for item in reply]
+        return Push(items) if isinstance(reply, Push) else items
+    return reply
+
+
+def same_resp3(parsed, expected) -> bool:
+    if isinstance(expected, frozenset):
+        return isinstance(parsed, list) and frozenset(parsed) == expected
+    if isinstance(expected, Push) and not isinstance(parsed, hiredis.PushNotification):
+        return False
+    if isinstance(expected, list):
+        return isinstance(parsed, list) and len(parsed) == len(expected) and all(map(same_resp3, parsed, expected))
+    if isinstance(expected, dict):
+        return parsed.keys() == expected.keys() and all(same_resp3(parsed[k], v) for k, v in expected.items())
+    return type(parsed) is type(expected) and parsed == expected
+
+
+@FAST
+@given(resp3_replies)
+def test_resp3_replies_round_trip(reply):
+    [parsed] = parse_replies(encode(reply, 3))
+    assert same_resp3(parsed, as_parsed_resp3(reply))
+
+
+def test_resp3_special_doubles_parse():
+    inf, minus_inf, nan = parse_replies(encode(math.inf, 3) + encode(-math.inf, 3) + encode(math.nan, 3))
+    assert inf == math.inf and minus_inf == -math.inf and math.isnan(nan)
