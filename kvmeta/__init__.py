@@ -1,0 +1,1 @@
+"""Cluster metadata: the ZooKeeper schema, the controller, and the operator CLI (kvctl)."""

@@ -1,0 +1,106 @@
+"""Connecting to ZooKeeper and reading the cluster records, with errors an operator can act on."""
+
+from __future__ import annotations
+
+import logging
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+
+from kvcommon.errors import KVError
+from kvmeta.schema import ClusterConfig, ClusterPaths, NodeRecord, PartitionState, PositionsRecord
+
+log = logging.getLogger(__name__)
+
+# Short enough that a dead primary is noticed within a couple of seconds, long enough to ride out a
+# garbage-collection pause of ZooKeeper itself.
+DEFAULT_SESSION_TIMEOUT = 4.0
+
+
+class CoordinationError(KVError):
+    pass
+
+
+def connect(address: str, timeout: float = 15.0, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+            read_only: bool = False) -> KazooClient:
+    client = KazooClient(hosts=address, timeout=session_timeout, read_only=read_only,
+                         connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+                         command_retry={"max_tries": 3, "delay": 0.1, "max_delay": 1.0})
+    try:
+        client.start(timeout=timeout)
+    except KazooTimeoutError:
+        client.stop()
+        client.close()
+        raise CoordinationError(
+            f"cannot reach ZooKeeper at {address} within {timeout:.0f}s; check that it runs and the "
+            "address is right (--zk HOST:PORT)"
+        ) from None
+    return client
+
+
+def read_config(client: KazooClient, paths: ClusterPaths) -> ClusterConfig:
+    try:
+        data, _ = client.get(paths.config)
+    except NoNodeError:
+        raise CoordinationError(
+            f"cluster {paths.cluster!r} does not exist in ZooKeeper; create it with "
+            f"`kvctl cluster create --cluster {paths.cluster} ...` (or start a local one with `kvctl local up`)"
+        ) from None
+    return ClusterConfig.decode(data)
+
+
+def read_live_nodes(client: KazooClient, paths: ClusterPaths) -> dict[str, NodeRecord]:
+    nodes = {}
+    for node_id in client.get_children(paths.nodes):
+        try:
+            data, _ = client.get(paths.node(node_id))
+        except NoNodeError:
+            continue
+        nodes[node_id] = NodeRecord.decode(data)
+    return nodes
+
+
+def read_partitions(client: KazooClient, paths: ClusterPaths) -> dict[int, tuple[PartitionState, int]]:
+    """Every partition's state with its znode version (for conditional updates)."""
+    states = {}
+    for name in client.get_children(paths.partitions):
+        try:
+            data, stat = client.get(f"{paths.partitions}/{name}")
+        except NoNodeError:
+            continue
+        state = PartitionState.decode(data)
+        states[state.partition] = (state, stat.version)
+    return states
+
+
+def read_positions(client: KazooClient, paths: ClusterPaths) -> dict[str, PositionsRecord]:
+    records = {}
+    for node_id in client.get_children(paths.positions):
+        try:
+            data, _ = client.get(paths.node_positions(node_id))
+        except NoNodeError:
+            continue
+        records[node_id] = PositionsRecord.decode(data)
+    return records
+
+
+def ensure_cluster_paths(client: KazooClient, paths: ClusterPaths) -> None:
+    for path in (paths.members, paths.nodes, paths.proxies, paths.partitions, paths.positions, paths.controller):
+        client.ensure_path(path)
+
+
+def create_cluster(client: KazooClient, paths: ClusterPaths, config: ClusterConfig) -> bool:
+    """Write the config of a new cluster. False if it exists already with the same partition count."""
+    if client.exists(paths.config):
+        existing = read_config(client, paths)
+        if existing.partitions != config.partitions:
+            raise CoordinationError(
+                f"cluster {paths.cluster!r} exists with {existing.partitions} partitions; the partition count "
+                "cannot change after creation (pick another cluster name, or delete this cluster first)"
+            )
+        return False
+    client.ensure_path(paths.base)
+    client.create(paths.config, config.encode())
+    ensure_cluster_paths(client, paths)
+    return True
