@@ -1,0 +1,80 @@
+"""kvnode: a storage node process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from kvcommon.errors import KVError
+from kvcommon.logs import setup_logging
+
+log = logging.getLogger("kvnode")
+
+
+@click.command()
+@click.option("--zk", "zk_address", required=True, help="ZooKeeper address, HOST:PORT[,HOST:PORT...]")
+@click.option("--cluster", required=True, help="Cluster name")
+@click.option("--id", "node_id", required=True, help="This node's id, stable across restarts")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on and advertise")
+@click.option("--port", type=int, required=True, help="RESP port (proxies, replication, operators)")
+@click.option("--data-dir", type=click.Path(file_okay=False), required=True, help="LevelDB directory")
+@click.option("--cache-mb", type=int, default=64, show_default=True, help="LevelDB block cache")
+@click.option("--sync/--no-sync", default=False, show_default=True,
+              help="fsync every group commit (survives a machine crash, not only a process crash)")
+@click.option("--session-timeout", type=float, default=4.0, show_default=True,
+              help="ZooKeeper session timeout in seconds: how fast a dead node is noticed")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
+    """Run a storage node."""
+    setup_logging(f"kvnode[{node_id}]", log_level)
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+
+    from kvmeta import zk
+    from kvmeta.schema import NodeRecord
+    from kvnode.coordination import NodeCoordinator
+    from kvnode.protocol import NodeFactory
+    from kvnode.service import NodeService
+    from kvnode.storage.leveldb import LevelDBEngine
+
+    try:
+        engine = LevelDBEngine(data_dir, cache_bytes=cache_mb * 1024 * 1024)
+    except KVError as err:
+        sys.exit(f"kvnode: {err.message}")
+    service = NodeService(reactor, engine, node_id, sync=sync)
+    try:
+        reactor.listenTCP(port, NodeFactory(service), interface=host, backlog=1024)
+    except CannotListenError as err:
+        sys.exit(f"kvnode: cannot listen on {host}:{port}: {err.socketError}; pick another --port")
+    try:
+        client = zk.connect(zk_address, session_timeout=session_timeout)
+    except KVError as err:
+        sys.exit(f"kvnode: {err.message}")
+    record = NodeRecord(node_id, host, port, pid=os.getpid())
+    coordinator = NodeCoordinator(reactor, client, cluster, service, record)
+    try:
+        coordinator.start()
+    except KVError as err:
+        client.stop()
+        sys.exit(f"kvnode: {err.message}")
+
+    def shutdown():
+        coordinator.stop()
+        service.commit.flush()
+        client.stop()
+        client.close()
+        engine.close()
+        log.info("stopped")
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    log.info("node %s listening on %s:%d, data in %s", node_id, host, port, data_dir)
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Replication: the primary streams its log to the secondaries, which apply it in order."""

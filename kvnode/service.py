@@ -1,0 +1,343 @@
+"""The node's logic: which partitions it serves in which role, and how a command runs on one of them.
+
+The RESP adapter (``kvnode.protocol``) hands commands here; ZooKeeper (``kvnode.coordination``) reports the
+partition map and the session state; the replication streams (``kvnode.replication``) report entries and
+acknowledgements. Everything runs on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from kvcommon.commands import DATA_COMMANDS, check_arity, unknown_command
+from kvcommon.errors import CommandError, KVError, NotPrimaryError, TryAgainError
+from kvcommon.hashing import partition_for
+from kvcommon.hlc import HybridClock
+from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
+from kvnode.commands import HANDLERS, CommandContext
+from kvnode.commit import GroupCommit
+from kvnode.replica import PendingEntry, Replica, Role
+from kvnode.replication.follower import FollowerLinks
+from kvnode.replication.leader import LeaderStreams
+from kvnode.storage.interface import Engine
+from kvnode.storage.partition_store import PartitionStore
+from kvnode.storage.records import LogEntry, PartitionMeta, decode_value
+
+log = logging.getLogger(__name__)
+
+
+class RequestOptions:
+    """Per-request options a proxy passes with ``PX``: the write level and the read level."""
+
+    __slots__ = ("write_level", "read_level")
+
+    def __init__(self, write_level: str | None = None, read_level: str = "strong"):
+        self.write_level = write_level
+        self.read_level = read_level
+
+    @classmethod
+    def parse(cls, raw: bytes) -> RequestOptions:
+        options = cls()
+        if raw in (b"-", b""):
+            return options
+        for item in raw.decode().split(","):
+            name, _, value = item.partition("=")
+            if name == "w" and value in WRITE_LEVELS:
+                options.write_level = value
+            elif name == "r" and value in READ_LEVELS:
+                options.read_level = value
+            else:
+                raise CommandError(f"invalid request option {item!r}: expected w=1|quorum|all or r=strong|eventual")
+        return options
+
+
+DEFAULT_OPTIONS = RequestOptions()
+
+
+class NodeService:
+    def __init__(self, reactor: IReactorTime, engine: Engine, node_id: str, *, sync: bool = False,
+                 write_timeout: float = 10.0, clock: HybridClock | None = None):
+        self.reactor = reactor
+        self.id = node_id
+        self.store = PartitionStore(engine)
+        self.commit = GroupCommit(reactor, engine, sync)
+        self.clock = clock or HybridClock()
+        self.write_timeout = write_timeout
+        self.config: ClusterConfig | None = None
+        self.replicas: dict[int, Replica] = {}
+        self.live_nodes: dict[str, NodeRecord] = {}
+        # False until ZooKeeper confirms our session, and again whenever it is suspended or lost: a node
+        # that may have been declared dead must not act as primary.
+        self.connected = False
+        self.leader = LeaderStreams(self)
+        self.follower = FollowerLinks(self)
+        self.started_at = time.time()
+        self.commands_processed = 0
+
+    # -- what ZooKeeper tells us -------------------------------------------------------------------
+
+    def on_config(self, config: ClusterConfig) -> None:
+        self.config = config
+
+    def on_session(self, connected: bool) -> None:
+        if connected != self.connected:
+            log.info("coordination session %s", "established" if connected else "suspended or lost: fenced")
+        self.connected = connected
+
+    def on_live_nodes(self, nodes: dict[str, NodeRecord]) -> None:
+        self.live_nodes = nodes
+        self.follower.on_live_nodes()
+
+    def on_partition_state(self, state: PartitionState) -> None:
+        replica = self.replica(state.partition)
+        replica.on_state(state)
+        if state.primary == self.id:
+            if replica.role != Role.PRIMARY or replica.generation != state.generation:
+                self._become_primary(replica, state)
+        elif self.id in state.replicas:
+            if replica.role == Role.PRIMARY:
+                self._stop_being_primary(replica, f"generation {state.generation} has primary {state.primary}")
+            replica.role = Role.SECONDARY
+            replica.generation = state.generation
+            self.follower.follow(replica.partition, state.primary, state.generation)
+        else:
+            if replica.role == Role.PRIMARY:
+                self._stop_being_primary(replica, "this node no longer holds the partition")
+            replica.role = Role.NONE
+            replica.generation = state.generation
+            self.follower.unfollow(replica.partition)
+
+    def replica(self, partition: int) -> Replica:
+        replica = self.replicas.get(partition)
+        if replica is None:
+            replica = self.replicas[partition] = Replica(partition, self.store.read_meta(partition))
+        return replica
+
+    def _become_primary(self, replica: Replica, state: PartitionState) -> None:
+        log.info("partition %d: primary in generation %d from seq %d", replica.partition, state.generation,
+                 replica.seq)
+        self.follower.unfollow(replica.partition)
+        if replica.role == Role.PRIMARY:
+            replica.abandon_pending(f"generation {replica.generation} ended")
+        replica.role = Role.PRIMARY
+        replica.generation = state.generation
+        replica.follower_acks.clear()
+        if replica.meta.generation < state.generation:
+            # A restarted primary already has its generation in the history; a promoted one records it.
+            replica.meta = replica.meta.begin_generation(state.generation)
+            meta = replica.meta
+            self.commit.add(lambda batch: self.store.write_meta(batch, replica.partition, meta))
+
+    def _stop_being_primary(self, replica: Replica, reason: str) -> None:
+        log.info("partition %d: no longer primary (%s)", replica.partition, reason)
+        replica.abandon_pending(reason)
+        self.leader.drop_partition(replica.partition)
+
+    # -- running commands --------------------------------------------------------------------------
+
+    def execute(self, args: list[bytes], partition: int | None = None, generation: int | None = None,
+                options: RequestOptions = DEFAULT_OPTIONS):
+        """Run one data command. Returns a reply, a KVError to send as an error, or a Deferred of either."""
+        self.commands_processed += 1
+        name = args[0].lower()
+        spec = DATA_COMMANDS.get(name)
+        if spec is None:
+            return unknown_command(args)
+        try:
+            check_arity(spec, args)
+            keys = spec.keys(args)
+            if partition is None:
+                partition = self._partition_of(keys)
+            replica = self.replicas.get(partition)
+            self._check_route(replica, partition, generation, spec.is_write or options.read_level == "strong")
+            if name == b"dbsize":
+                return self.store.count_keys(partition)
+            if spec.is_write:
+                return self._write(replica, spec.name, args, options)
+            return self._read(replica, args)
+        except KVError as err:
+            return err
+
+    def _partition_of(self, keys: list[bytes]) -> int:
+        if self.config is None:
+            raise TryAgainError(f"node {self.id} has not loaded the cluster configuration yet")
+        partitions = {partition_for(key, self.config.partitions) for key in keys}
+        if len(partitions) != 1:
+            raise CommandError("keys of one command sent to a node directly must be in one partition; "
+                               "send multi-key commands through a proxy")
+        return partitions.pop()
+
+    def _check_route(self, replica: Replica | None, partition: int, generation: int | None,
+                     needs_primary: bool) -> None:
+        if not self.connected:
+            raise TryAgainError(f"node {self.id} has lost its ZooKeeper session and serves no writes or strong "
+                                "reads until it rejoins; retry shortly")
+        if replica is None or replica.state is None:
+            raise TryAgainError(f"node {self.id} does not know partition {partition} yet; retry shortly")
+        state = replica.state
+        if generation is not None and generation > state.generation:
+            raise TryAgainError(f"node {self.id} has not seen generation {generation} of partition {partition} "
+                                "yet; retry shortly")
+        if generation is not None and generation < state.generation:
+            raise NotPrimaryError(partition, state.generation, state.primary)
+        if needs_primary:
+            if replica.role != Role.PRIMARY:
+                raise NotPrimaryError(partition, state.generation, state.primary)
+        elif replica.role == Role.NONE or replica.snapshotting:
+            raise NotPrimaryError(partition, state.generation, state.primary)
+
+    def _reader(self, replica: Replica, waits: list[PendingEntry]):
+        partition, get = replica.partition, self.store.get
+
+        def read(key: bytes) -> bytes | None:
+            pending = replica.pending_keys.get(key)
+            if pending is not None:
+                # The key's last write is not complete: whoever sees it must not answer before it is.
+                waits.append(pending[1])
+                return pending[0]
+            return get(partition, key)
+
+        return read
+
+    def _read(self, replica: Replica, args: list[bytes]):
+        waits: list[PendingEntry] = []
+        ctx = CommandContext(self._reader(replica, waits), _now_ms(), 0)
+        reply = HANDLERS[args[0].lower()](ctx, args)
+        if not waits:
+            return reply
+        return self._after(waits, reply)
+
+    def _write(self, replica: Replica, name: str, args: list[bytes], options: RequestOptions):
+        waits: list[PendingEntry] = []
+        ctx = CommandContext(self._reader(replica, waits), _now_ms(), self.clock.now())
+        reply = HANDLERS[args[0].lower()](ctx, args)
+        if not ctx.writes:
+            return self._after(waits, reply) if waits else reply
+        level = options.write_level or (self.config.write_level if self.config else "quorum")
+        entry, pending = replica.append(ctx.version, ctx.writes, level)
+        waits.append(pending)
+        meta = replica.meta
+        partition = replica.partition
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta),
+                        lambda: self._primary_committed(replica, entry))
+        return self._after(waits, reply)
+
+    def _after(self, waits: list[PendingEntry], reply) -> defer.Deferred:
+        d = waits[0].wait() if len(waits) == 1 else defer.gatherResults([w.wait() for w in waits],
+                                                                       consumeErrors=True)
+        d.addCallback(lambda _: reply)
+        d.addTimeout(self.write_timeout, self.reactor, onTimeoutCancel=self._timed_out)
+        d.addErrback(_unwrap_first_error)
+        return d
+
+    def _timed_out(self, result, timeout):
+        return TryAgainError(
+            f"the write was applied on the primary but did not reach its write level within {timeout:.0f}s "
+            "(too few replicas acknowledged); it may or may not survive a failover"
+        )
+
+    def _primary_committed(self, replica: Replica, entry: LogEntry) -> None:
+        replica.on_committed(entry.seq)
+        if replica.role == Role.PRIMARY:
+            self.leader.ship(replica, entry)
+
+    # -- replication, follower side ----------------------------------------------------------------
+
+    def apply_replicated(self, partition: int, entry: LogEntry, on_commit) -> str | None:
+        """Apply an entry from our primary. Returns None, or why it was refused."""
+        replica = self.replicas.get(partition)
+        if replica is None or replica.role != Role.SECONDARY:
+            return f"node {self.id} is not a secondary of partition {partition}"
+        if replica.snapshotting:
+            return f"partition {partition} is receiving a snapshot"
+        if entry.seq != replica.seq + 1:
+            return f"partition {partition} expected seq {replica.seq + 1}, got {entry.seq}"
+        if entry.generation < replica.meta.generation:
+            return (f"partition {partition}: entry of generation {entry.generation} is older than generation "
+                    f"{replica.meta.generation} already applied")
+        self.clock.observe(entry.version)
+        replica.meta = replica.meta.advance(entry.seq, entry.generation)
+        meta = replica.meta
+
+        def committed():
+            replica.on_committed(entry.seq)
+            on_commit(entry.seq)
+
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta), committed)
+        return None
+
+    def begin_snapshot(self, partition: int, meta: PartitionMeta) -> None:
+        """Our primary sends the whole partition: forget what we hold, log included."""
+        replica = self.replica(partition)
+        log.info("partition %d: receiving a snapshot at seq %d", partition, meta.seq)
+        replica.snapshotting = True
+        replica.snapshot_meta = meta
+        self.commit.add(lambda batch: self.store.drop_partition(batch, partition))
+
+    def snapshot_data(self, partition: int, items: list[bytes]) -> None:
+        def fill(batch):
+            for i in range(0, len(items), 2):
+                self.store.put_data(batch, partition, items[i], items[i + 1])
+
+        self.commit.add(fill)
+
+    def end_snapshot(self, partition: int, on_commit) -> None:
+        replica = self.replica(partition)
+        meta = replica.snapshot_meta
+        replica.meta = meta
+
+        def committed():
+            replica.snapshotting = False
+            replica.committed_seq = meta.seq
+            log.info("partition %d: snapshot installed at seq %d", partition, meta.seq)
+            on_commit(meta.seq)
+
+        self.commit.add(lambda batch: self.store.write_meta(batch, partition, meta), committed)
+
+    def on_follower_ack(self, follower: str, partition: int, seq: int) -> None:
+        replica = self.replicas.get(partition)
+        if replica is not None and replica.role == Role.PRIMARY:
+            replica.on_ack(follower, seq)
+
+    # -- inspection ----------------------------------------------------------------------------------
+
+    def dump(self, partition: int) -> list:
+        """The replica's position and live data: [generation, seq, key, value, ...]."""
+        replica = self.replicas.get(partition)
+        meta = replica.meta if replica else self.store.read_meta(partition)
+        out: list = [meta.generation, replica.committed_seq if replica else meta.seq]
+        now = _now_ms()
+        for key, raw in self.store.iterate_data(partition):
+            record = decode_value(raw)
+            if record.expire_at_ms and record.expire_at_ms <= now:
+                continue
+            out += [key, record.value]
+        return out
+
+    def positions(self) -> dict[int, tuple[int, int]]:
+        """Each replica's committed (generation, seq)."""
+        return {p: (r.meta.generation_at(r.committed_seq), r.committed_seq) for p, r in self.replicas.items()}
+
+    def roles(self) -> list:
+        out: list = []
+        for p in sorted(self.replicas):
+            r = self.replicas[p]
+            out += [p, r.role.value.encode(), r.generation, r.committed_seq]
+        return out
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _unwrap_first_error(failure):
+    """gatherResults wraps a failure in FirstError; callers want the KVError inside."""
+    if failure.check(defer.FirstError):
+        failure = failure.value.subFailure
+    if failure.check(KVError):
+        return failure.value
+    return failure

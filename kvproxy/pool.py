@@ -1,0 +1,121 @@
+"""Connections from the proxy to the nodes: one pipelined RESP connection per node, shared by all clients.
+
+Requests are written as they come and replies matched in order, so many clients' commands share one
+TCP stream without waiting for each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+
+from kvcommon.resp import INCOMPLETE, ReplyParser, encode_command
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+
+
+class NodeUnavailable(Exception):
+    """The node could not be reached, or the connection broke before its reply came."""
+
+    def __init__(self, node: str, reason: str, sent: bool):
+        super().__init__(f"node {node}: {reason}")
+        self.node = node
+        self.sent = sent
+
+
+class NodeConnection(protocol.Protocol):
+    def __init__(self, node: str):
+        self.node = node
+        self.parser = ReplyParser()
+        self.waiting: deque[defer.Deferred] = deque()
+        self.connected_d: defer.Deferred = defer.Deferred()
+        self.lost = False
+
+    def connectionMade(self):
+        # Small requests and replies must not wait for Nagle's algorithm.
+        self.transport.setTcpNoDelay(True)
+        self.connected_d.callback(self)
+
+    def request(self, args: list) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.waiting.append(d)
+        self.transport.write(encode_command(args))
+        return d
+
+    def dataReceived(self, data: bytes):
+        self.parser.feed(data)
+        waiting = self.waiting
+        while True:
+            reply = self.parser.next_reply()
+            if reply is INCOMPLETE:
+                return
+            if not waiting:
+                log.warning("node %s sent a reply nobody asked for; closing the connection", self.node)
+                self.transport.loseConnection()
+                return
+            waiting.popleft().callback(reply)
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self.lost = True
+        waiting, self.waiting = self.waiting, deque()
+        for d in waiting:
+            d.errback(NodeUnavailable(self.node, "connection lost before the reply", sent=True))
+
+
+class NodePool:
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._connections: dict[tuple[str, str, int], NodeConnection] = {}
+        self._connecting: dict[tuple[str, str, int], defer.Deferred] = {}
+
+    def request(self, node: str, host: str, port: int, args: list) -> defer.Deferred:
+        key = (node, host, port)
+        conn = self._connections.get(key)
+        if conn is not None and not conn.lost:
+            return conn.request(args)
+        d = self._connect(key)
+        d.addCallback(lambda c: c.request(args))
+        return d
+
+    def _connect(self, key: tuple[str, str, int]) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        waiters = self._connecting.get(key)
+        if waiters is not None:
+            waiters.append(d)
+            return d
+        self._connecting[key] = [d]
+        node, host, port = key
+        conn = NodeConnection(node)
+        factory = protocol.ClientFactory.forProtocol(lambda: conn)
+
+        def failed(connector, reason: Failure):
+            problem = NodeUnavailable(node, f"cannot connect to {host}:{port}: {reason.getErrorMessage()}",
+                                      sent=False)
+            for waiter in self._connecting.pop(key, []):
+                waiter.errback(problem)
+
+        def made(c):
+            self._connections[key] = c
+            for waiter in self._connecting.pop(key, []):
+                waiter.callback(c)
+
+        factory.clientConnectionFailed = failed
+        factory.clientConnectionLost = lambda connector, reason: self._forget(key, conn)
+        conn.connected_d.addCallback(made)
+        self.reactor.connectTCP(host, port, factory, timeout=CONNECT_TIMEOUT)
+        return d
+
+    def _forget(self, key, conn) -> None:
+        if self._connections.get(key) is conn:
+            del self._connections[key]
+
+    def close(self) -> None:
+        for conn in self._connections.values():
+            conn.transport.loseConnection()
+        self._connections.clear()
+

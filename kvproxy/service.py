@@ -1,0 +1,121 @@
+"""Sending a command to the partition that owns it, and retrying while the map changes.
+
+The fast path is one lookup in the view and one pipelined request. When a node answers that it is not the
+primary (``NOTPRIMARY``), not ready (``TRYAGAIN``), or cannot be reached, the command waits for the next map
+change (or a short back-off) and goes again, for at most ``retry_seconds``. A write whose connection broke
+after it was sent is not retried, since it may have been applied: the client is told so.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from twisted.internet import defer
+
+from kvcommon.errors import ClusterDownError, TryAgainError
+from kvcommon.resp import ErrorReply
+from kvproxy.pool import NodePool, NodeUnavailable
+from kvproxy.routing import ClusterView, Route
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = ("NOTPRIMARY", "TRYAGAIN")
+
+
+def _retryable(reply) -> bool:
+    return isinstance(reply, ErrorReply) and reply.startswith(RETRYABLE)
+
+
+class ProxyService:
+    def __init__(self, reactor, pool: NodePool, view: ClusterView | None = None, retry_seconds: float = 10.0):
+        self.reactor = reactor
+        self.pool = pool
+        self.view = view or ClusterView()
+        self.retry_seconds = retry_seconds
+        self._map_waiters: list[defer.Deferred] = []
+        self.commands_processed = 0
+        self.retries = 0
+
+    # -- the map ---------------------------------------------------------------------------------
+
+    def map_changed(self) -> None:
+        waiters, self._map_waiters = self._map_waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(None)
+
+    def _map_change_or_timeout(self, seconds: float) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._map_waiters.append(d)
+        call = self.reactor.callLater(seconds, lambda: d.called or d.callback(None))
+        d.addBoth(lambda r: (call.active() and call.cancel()) or r)
+        return d
+
+    def _route(self, partition: int, eventual: bool) -> Route | None:
+        if eventual:
+            routes = self.view.replica_routes(partition)
+            return random.choice(routes) if routes else None
+        return self.view.primary_route(partition)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, partition: int, args: list, options: bytes = b"-", readonly: bool = False,
+             eventual: bool = False) -> defer.Deferred:
+        """Run ``args`` on the partition; fires with the node's reply (an ErrorReply for errors)."""
+        route = self._route(partition, eventual)
+        if route is None:
+            return self._retry(partition, args, options, readonly, eventual, "no live primary")
+        d = self.pool.request(route.node, route.host, route.port,
+                              [b"PX", partition, route.generation, options, *args])
+        d.addCallbacks(self._check, self._failed,
+                       callbackArgs=(partition, args, options, readonly, eventual),
+                       errbackArgs=(partition, args, options, readonly, eventual))
+        return d
+
+    def _check(self, reply, partition, args, options, readonly, eventual):
+        if _retryable(reply):
+            return self._retry(partition, args, options, readonly, eventual, str(reply))
+        return reply
+
+    def _failed(self, failure, partition, args, options, readonly, eventual):
+        failure.trap(NodeUnavailable)
+        if failure.value.sent and not readonly:
+            return _maybe_applied(failure.value)
+        return self._retry(partition, args, options, readonly, eventual, str(failure.value))
+
+    @defer.inlineCallbacks
+    def _retry(self, partition, args, options, readonly, eventual, why: str):
+        deadline = self.reactor.seconds() + self.retry_seconds
+        delay = 0.02
+        while True:
+            self.retries += 1
+            remaining = deadline - self.reactor.seconds()
+            if remaining <= 0:
+                return ClusterDownError(
+                    f"partition {partition} has no reachable primary after {self.retry_seconds:.0f}s ({why}); "
+                    "the cluster may be failing over or short of live nodes: retry later, and check "
+                    "`kvctl status`")
+            yield self._map_change_or_timeout(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+            route = self._route(partition, eventual)
+            if route is None:
+                why = "no live primary"
+                continue
+            try:
+                reply = yield self.pool.request(route.node, route.host, route.port,
+                                                [b"PX", partition, route.generation, options, *args])
+            except NodeUnavailable as err:
+                if err.sent and not readonly:
+                    return _maybe_applied(err)
+                why = str(err)
+                continue
+            if _retryable(reply):
+                why = str(reply)
+                continue
+            return reply
+
+
+def _maybe_applied(err: NodeUnavailable) -> TryAgainError:
+    return TryAgainError(f"the connection to {err} broke after the command was sent; it may or may not "
+                         "have been applied: read the key before retrying")
