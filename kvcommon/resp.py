@@ -70,7 +70,10 @@ class ErrorReply(str):
 
 
 class Verbatim(str):
-    """A verbatim string (RESP3 ``=``), for human-readable text such as INFO; RESP2 gets a bulk string."""
+    """A verbatim string (RESP3 ``=``), for human-readable text such as INFO; RESP2 gets a bulk string.
+
+    ``format`` is the three-letter type RESP3 sends before the text: ``txt`` or ``mkd``.
+    """
 
     __slots__ = ()
     format = "txt"
@@ -171,7 +174,7 @@ class RequestParser:
         self._max_multibulk_len = max_multibulk_len
         self._max_inline_len = max_inline_len
         # The bytes being parsed and where the unparsed ones start. They are bytes, not a bytearray, so that
-        # an argument is a single slice. Fed chunks wait in _fed until they can complete something.
+        # an argument is a single slice. Fed chunks wait in _fed until the parser runs out of bytes.
         self._data = b""
         self._pos = 0
         self._fed: list[bytes] = []
@@ -184,6 +187,7 @@ class RequestParser:
         self._bulk_len = -1
 
     def feed(self, data: bytes) -> None:
+        """Add bytes read from the connection."""
         self._fed.append(bytes(data))
         self._fed_len += len(data)
         if not self._fed_newline:
@@ -195,8 +199,6 @@ class RequestParser:
         Raises ProtocolError, worded as Redis words it, when the stream is not RESP; the caller sends the
         error and closes the connection, as Redis does. Calling again raises the same error.
         """
-        if self._fed:
-            self._join_fed()
         data = self._data
         pos = self._pos
         # Local names for what the loops below use most: this is the hot path of the proxy and the node.
@@ -219,7 +221,7 @@ class RequestParser:
                 continue  # blank line
             end = find(b"\r\n", pos)
             if end < 0 or end - pos > self._max_inline_len:
-                self._refuse_long_line(pos, end, "too big mbulk count string")
+                self._check_line_length(pos, end, "too big mbulk count string")
                 return self._need_more(pos)
             count = small_length(data[pos + 1 : end])
             if count is None or count > self._max_multibulk_len:
@@ -237,7 +239,7 @@ class RequestParser:
             if bulk_len < 0:
                 end = find(b"\r\n", pos)
                 if end < 0 or end - pos > self._max_inline_len:
-                    self._refuse_long_line(pos, end, "too big bulk count string")
+                    self._check_line_length(pos, end, "too big bulk count string")
                     break
                 if data[pos] != _DOLLAR:
                     raise ProtocolError(f"expected '$', got '{chr(data[pos])}'")
@@ -264,34 +266,35 @@ class RequestParser:
         self._pos = pos
         return args
 
-    def _need_more(self, pos: int) -> None:
-        # Keep only the unparsed bytes, so that a large buffer parsed already is not held while waiting.
-        self._data = self._data[pos:]
-        self._pos = 0
-        return None
-
-    def _join_fed(self) -> None:
-        """Append the fed chunks to the unparsed bytes, dropping the parsed ones, if that lets parsing go on.
+    def _need_more(self, pos: int) -> list[bytes] | None:
+        """Go on with the fed chunks where the parsed bytes run out at pos, if they can complete something.
 
         Joining only then keeps a large argument or a long line that arrives in many small chunks from
         being copied again on every feed().
         """
-        unparsed = len(self._data) - self._pos + self._fed_len
+        unparsed = len(self._data) - pos + self._fed_len
         if self._bulk_len >= 0:  # in an argument: wait for all of it
-            if unparsed < self._bulk_len + 2:
-                return
-        elif not self._fed_newline and unparsed <= self._max_inline_len + 1:  # in a line: wait for its end
-            return
-        self._data = b"".join([self._data[self._pos :], *self._fed])
+            ready = unparsed >= self._bulk_len + 2
+        else:  # in a line: wait for its end
+            ready = self._fed_newline or unparsed > self._max_inline_len + 1
+        if not (self._fed and ready):
+            # Drop the parsed bytes, so that a large buffer is not held while waiting.
+            self._data = self._data[pos:]
+            self._pos = 0
+            return None
+        self._data = b"".join([self._data[pos:], *self._fed])
         self._pos = 0
         self._fed.clear()
         self._fed_len = 0
         self._fed_newline = False
+        return self.next_command()
 
-    def _refuse_long_line(self, pos: int, end: int, error: str) -> None:
+    def _check_line_length(self, pos: int, end: int, error: str) -> None:
         """Raise error if the line at pos is longer than max_inline_len; end is -1 until its end has come."""
-        # An unterminated line may be one byte longer: its last byte can be the '\r' of a CRLF still coming.
-        if end >= 0 or len(self._data) - pos > self._max_inline_len + 1:
+        if end < 0:
+            # Until the end has come, count all but the last byte: it may be the '\r' of a CRLF.
+            end = len(self._data) - 1
+        if end - pos > self._max_inline_len:
             raise ProtocolError(error)
 
     def _inline_command(self, pos: int) -> tuple[list[bytes] | None, int]:
@@ -300,7 +303,7 @@ class RequestParser:
         end = data.find(b"\n", pos)  # Redis ends an inline line at '\n', with or without a '\r' before it
         line_end = end - 1 if end > pos and data[end - 1] == 0x0D else end
         if end < 0 or line_end - pos > self._max_inline_len:
-            self._refuse_long_line(pos, line_end, "too big inline request")
+            self._check_line_length(pos, line_end, "too big inline request")
             return None, pos
         return _split_inline(data[pos:line_end]), end + 1
 

@@ -104,10 +104,7 @@ class NodeProtocol(protocol.Protocol):
             args[1].decode(), int(args[2]), int(args[3]), int(args[4]), int(args[5]), int(args[6])
         )
         self.follower_id = follower
-        refused = self.service.leader.follow(self, follower, partition, generation, next_seq, last_generation,
-                                             token)
-        if refused:
-            self.transport.write(encode([b"ERROR", partition, refused.encode()]))
+        self.service.leader.follow(self, follower, partition, generation, next_seq, last_generation, token)
 
     def _admin(self, name: bytes, args: list[bytes]):
         """Commands about the node itself. None if ``name`` is a data command."""

@@ -142,8 +142,31 @@ class LeaderStreams:
         self.snapshots_sent = 0
 
     def follow(self, conn: NodeProtocol, follower: str, partition: int, generation: int, next_seq: int,
-               last_generation: int, token: int) -> str | None:
-        """A follower asks for partition's entries from next_seq. Returns None, or why not."""
+               last_generation: int, token: int) -> None:
+        """A follower asks for partition's entries from next_seq."""
+        # START tells the follower that what follows on this connection answers its latest FOLLOW, the
+        # ERROR of a refusal included.
+        conn.transport.write(encode([b"START", partition, token]))
+        self._remove(conn, partition)
+        refused = self._refusal(partition, generation)
+        if refused:
+            conn.transport.write(encode([b"ERROR", partition, refused.encode()]))
+            return
+        replica = self.service.replicas[partition]
+        last = next_seq - 1
+        diverged = last > replica.committed_seq or (
+            last > 0 and replica.meta.generation_at(last) != last_generation
+        )
+        stream = FollowerStream(self, conn, follower, replica, next_seq)
+        self.by_partition.setdefault(partition, []).append(stream)
+        conn.streams.append(stream)
+        if diverged:
+            log.info("partition %d: follower %s diverged at seq %d (generation %d): sending a snapshot",
+                     partition, follower, last, last_generation)
+        stream.start(snapshot=diverged)
+        return None
+
+    def _refusal(self, partition: int, generation: int) -> str | None:
         service = self.service
         replica = service.replicas.get(partition)
         if replica is None or replica.role != Role.PRIMARY or not service.connected:
@@ -151,20 +174,6 @@ class LeaderStreams:
         if generation != replica.generation:
             return (f"node {service.id} is primary of partition {partition} in generation {replica.generation}, "
                     f"not {generation}")
-        self._remove(conn, partition)
-        last = next_seq - 1
-        diverged = last > replica.committed_seq or (
-            last > 0 and replica.meta.generation_at(last) != last_generation
-        )
-        stream = FollowerStream(self, conn, follower, replica, next_seq)
-        # START tells the follower that what follows on this connection belongs to its latest FOLLOW.
-        conn.transport.write(encode([b"START", partition, token]))
-        self.by_partition.setdefault(partition, []).append(stream)
-        conn.streams.append(stream)
-        if diverged:
-            log.info("partition %d: follower %s diverged at seq %d (generation %d): sending a snapshot",
-                     partition, follower, last, last_generation)
-        stream.start(snapshot=diverged)
         return None
 
     def unfollow(self, conn: NodeProtocol, partition: int) -> None:

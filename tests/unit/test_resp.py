@@ -121,6 +121,39 @@ def test_partial_command_waits_for_the_rest():
     assert parser.next_command() is None
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, 64])
+def test_caller_may_take_one_command_per_feed(chunk_size):
+    # A caller applying backpressure leaves commands in the parser and feeds more before taking them.
+    expected = [[b"SET", b"k%d" % i, b"v" * i] for i in range(20)] + [[b"PING"]] * 3
+    data = commands(*expected[:20]) + b"*1\r\n$4\r\nPINGxx" * 3
+    parser = RequestParser()
+    parsed = []
+    for i in range(0, len(data), chunk_size):
+        parser.feed(data[i : i + chunk_size])
+        if (command := parser.next_command()) is not None:
+            parsed.append(command)
+    while (command := parser.next_command()) is not None:
+        parsed.append(command)
+    assert parsed == expected
+
+
+def test_command_completed_by_bytes_fed_while_commands_wait():
+    parser = RequestParser()
+    parser.feed(b"PING\r\nECHO a\r\n*1\r\n$4\r\nPI")
+    assert parser.next_command() == [b"PING"]
+    parser.feed(b"NGxx")  # no newline: this completes the last command by its length alone
+    assert [parser.next_command() for _ in range(3)] == [[b"ECHO", b"a"], [b"PING"], None]
+
+
+def test_feed_copies_a_reused_buffer():
+    parser = RequestParser()
+    buffer = bytearray(b"*1\r\n$4\r\nPI")
+    parser.feed(buffer)
+    buffer[:] = b"NG\r\n"
+    parser.feed(buffer)
+    assert parser.next_command() == [b"PING"]
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -228,8 +261,8 @@ def test_max_inline_len(longest, expected, too_long, error):
         (b"\"x\"\x0b 'y'\t", [b"x", b"y"]),
         (b"a\rb\tc", [b"a", b"b", b"c"]),
         (b"  a   b  \r", [b"a", b"b"]),
-        # Redis reads the line as a C string, which ends at a NUL. (It then waits for a '\n' past the NUL
-        # that it can never see; ending the command there instead is more useful.)
+        # Redis reads the line as a C string, which ends at a NUL. (Redis itself never runs such a line: its
+        # search for the '\n' stops at the NUL too, so it waits until the line is too big.)
         (b"a b\x00c d", [b"a", b"b"]),
     ],
 )
@@ -238,8 +271,8 @@ def test_inline_quoting_as_redis(line, args):
 
 
 def inline_quoted(arg: bytes) -> bytes:
-    """arg as a double-quoted inline argument, escaping every byte that is not plain ASCII."""
-    escaped = (chr(b).encode() if 0x30 <= b < 0x7F and b != 0x5C else b"\\x%02x" % b for b in arg)
+    """arg as a double-quoted inline argument, with every byte but letters and digits written as \\xHH."""
+    escaped = (bytes([b]) if bytes([b]).isalnum() else b"\\x%02x" % b for b in arg)
     return b'"' + b"".join(escaped) + b'"'
 
 
@@ -468,7 +501,11 @@ def same_resp3(parsed, expected) -> bool:
     if isinstance(expected, list):
         return isinstance(parsed, list) and len(parsed) == len(expected) and all(map(same_resp3, parsed, expected))
     if isinstance(expected, dict):
-        return parsed.keys() == expected.keys() and all(same_resp3(parsed[k], v) for k, v in expected.items())
+        return (
+            isinstance(parsed, dict)
+            and parsed.keys() == expected.keys()
+            and all(same_resp3(parsed[k], v) for k, v in expected.items())
+        )
     return type(parsed) is type(expected) and parsed == expected
 
 

@@ -1,0 +1,200 @@
+"""kvctl: the operator command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from kvcommon.hashing import partition_for
+from kvmeta import zk
+from kvmeta.local import cluster_from_dir, local
+from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, ClusterPaths
+
+DEFAULT_DIR = "local-cluster"
+
+
+@click.group()
+def cli():
+    """Operate a kvstore cluster."""
+
+
+cli.add_command(local)
+
+
+def cluster_options(fn):
+    """--zk/--cluster, or --dir of a local cluster (default: ./local-cluster if it exists)."""
+
+    @click.option("--zk", "zk_address", help="ZooKeeper address HOST:PORT (with --cluster)")
+    @click.option("--cluster", help="Cluster name (with --zk)")
+    @click.option("--dir", "directory", help="Directory of a local cluster started with `kvctl local up`")
+    @functools.wraps(fn)
+    def wrapper(zk_address, cluster, directory, **kwargs):
+        if directory or not (zk_address and cluster):
+            directory = directory or DEFAULT_DIR
+            if not os.path.exists(os.path.join(directory, "cluster.json")):
+                raise click.UsageError(
+                    f"no local cluster in {directory!r}: give --zk HOST:PORT --cluster NAME, or --dir of a "
+                    "cluster started with `kvctl local up`")
+            zk_address, cluster = cluster_from_dir(directory)
+        try:
+            client = zk.connect(zk_address, timeout=10)
+        except zk.CoordinationError as err:
+            raise click.ClickException(err.message) from None
+        try:
+            return fn(client=client, paths=ClusterPaths(cluster), **kwargs)
+        except zk.CoordinationError as err:
+            raise click.ClickException(err.message) from None
+        finally:
+            client.stop()
+            client.close()
+
+    return wrapper
+
+
+@cli.group()
+def cluster():
+    """Create and configure clusters."""
+
+
+@cluster.command("create")
+@click.option("--zk", "zk_address", required=True, help="ZooKeeper address HOST:PORT")
+@click.option("--cluster", "name", required=True, help="Cluster name")
+@click.option("--partitions", type=int, default=64, show_default=True,
+              help="Partition count, fixed for the life of the cluster")
+@click.option("--replication-factor", type=int, default=3, show_default=True)
+@click.option("--write-level", type=click.Choice(WRITE_LEVELS), default="quorum", show_default=True)
+@click.option("--read-level", type=click.Choice(READ_LEVELS), default="strong", show_default=True)
+def cluster_create(zk_address, name, partitions, replication_factor, write_level, read_level):
+    """Create a cluster in ZooKeeper. Start nodes and a controller next: the controller places partitions."""
+    try:
+        config = ClusterConfig(partitions, replication_factor, write_level, read_level)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    try:
+        client = zk.connect(zk_address, timeout=10)
+    except zk.CoordinationError as err:
+        raise click.ClickException(err.message) from None
+    try:
+        created = zk.create_cluster(client, ClusterPaths(name), config)
+    except zk.CoordinationError as err:
+        raise click.ClickException(err.message) from None
+    finally:
+        client.stop()
+        client.close()
+    click.echo(f"cluster {name!r} {'created' if created else 'already exists'}: {partitions} partitions, "
+               f"replication factor {replication_factor}, write level {write_level}")
+
+
+def gather_status(client, paths: ClusterPaths) -> dict:
+    config = zk.read_config(client, paths)
+    live = zk.read_live_nodes(client, paths)
+    members = sorted(set(client.get_children(paths.members)) | set(live))
+    partitions = zk.read_partitions(client, paths)
+    positions = zk.read_positions(client, paths)
+    nodes = []
+    for node_id in members:
+        record = live.get(node_id)
+        owned = [s for s, _ in partitions.values() if node_id in s.replicas]
+        nodes.append({
+            "id": node_id, "live": record is not None, "address": record.address if record else None,
+            "replicas": len(owned), "primaries": sum(1 for s in owned if s.primary == node_id),
+        })
+    rows = []
+    for p in range(config.partitions):
+        if p not in partitions:
+            rows.append({"partition": p, "generation": 0, "primary": None, "replicas": []})
+            continue
+        state, _ = partitions[p]
+        primary_seq = _seq(positions, state.primary, p)
+        replicas = []
+        for node_id in state.replicas:
+            seq = _seq(positions, node_id, p)
+            replicas.append({
+                "node": node_id, "live": node_id in live, "in_sync": node_id in state.in_sync,
+                "seq": seq, "lag": None if seq is None or primary_seq is None else max(primary_seq - seq, 0),
+            })
+        rows.append({"partition": p, "generation": state.generation, "primary": state.primary,
+                     "replicas": replicas})
+    return {"cluster": paths.cluster, "config": config.__dict__, "nodes": nodes, "partitions": rows}
+
+
+def _seq(positions, node_id, partition):
+    record = positions.get(node_id) if node_id else None
+    if record is None or partition not in record.positions:
+        return None
+    return record.positions[partition][1]
+
+
+@cli.command()
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
+def status(client, paths, as_json):
+    """Nodes, and each partition's primary, replicas, generation, positions and lag."""
+    report = gather_status(client, paths)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    config = report["config"]
+    console.print(f"cluster [bold]{report['cluster']}[/]: {config['partitions']} partitions, replication factor "
+                  f"{config['replication_factor']}, write level {config['write_level']}, read level "
+                  f"{config['read_level']}")
+    nodes = Table("node", "state", "address", "replicas", "primaries", title="Nodes")
+    for n in report["nodes"]:
+        nodes.add_row(n["id"], "[green]live[/]" if n["live"] else "[red]down[/]", n["address"] or "-",
+                      str(n["replicas"]), str(n["primaries"]))
+    console.print(nodes)
+    table = Table("partition", "generation", "primary", "replicas (seq, lag)", title="Partitions")
+    for row in report["partitions"]:
+        replicas = ", ".join(_replica_cell(r, row["primary"]) for r in row["replicas"]) or "[red]unassigned[/]"
+        table.add_row(str(row["partition"]), str(row["generation"]), row["primary"] or "[red]none[/]", replicas)
+    console.print(table)
+
+
+def _replica_cell(replica: dict, primary: str | None) -> str:
+    seq = "?" if replica["seq"] is None else str(replica["seq"])
+    lag = "" if not replica["lag"] else f", lag {replica['lag']}"
+    mark = "*" if replica["node"] == primary else ""
+    colour = "green" if replica["live"] and replica["in_sync"] else ("yellow" if replica["live"] else "red")
+    return f"[{colour}]{mark}{replica['node']}[/] ({seq}{lag})"
+
+
+@cli.command()
+@click.argument("key")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def locate(client, paths, key, as_json):
+    """Which partition holds KEY, and on which nodes."""
+    config = zk.read_config(client, paths)
+    partition = partition_for(key.encode(), config.partitions)
+    partitions = zk.read_partitions(client, paths)
+    live = zk.read_live_nodes(client, paths)
+    state = partitions[partition][0] if partition in partitions else None
+    report = {
+        "key": key, "partition": partition,
+        "generation": state.generation if state else 0,
+        "primary": state.primary if state else None,
+        "replicas": [{"node": n, "live": n in live, "address": live[n].address if n in live else None}
+                     for n in (state.replicas if state else ())],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"key {key!r} -> partition {partition}, generation {report['generation']}")
+    for r in report["replicas"]:
+        role = "primary  " if r["node"] == report["primary"] else "secondary"
+        click.echo(f"  {role} {r['node']:<10} {r['address'] or 'down'}")
+
+
+def main():
+    cli(prog_name="kvctl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""A real cluster (ZooKeeper, nodes, controller, proxy as processes) driven by real Redis clients."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from kvcommon.hashing import partition_for
+from kvcommon.testing.cluster_checks import (
+    node_client,
+    partition_states,
+    proxy_client,
+    replica_dump,
+    wait_until_converged,
+)
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    return make_cluster(nodes=3, partitions=8)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_set_get_del_through_the_proxy(cluster, protocol):
+    r = proxy_client(cluster, protocol=protocol)
+    assert r.set("greeting", "hello") is True
+    assert r.get("greeting") == b"hello"
+    assert r.get("missing") is None
+    assert r.exists("greeting", "missing", "greeting") == 2
+    assert r.delete("greeting", "missing") == 1
+    assert r.get("greeting") is None
+
+
+def test_multi_key_commands_span_partitions_and_keep_the_callers_order(cluster):
+    r = proxy_client(cluster)
+    pairs = {f"key:{i}".encode(): f"value:{i}".encode() for i in range(50)}
+    assert len({partition_for(k, 8) for k in pairs}) == 8, "the keys should cover every partition"
+    assert r.mset(pairs) is True
+    keys = list(pairs)[::-1] + [b"absent"]
+    assert r.mget(keys) == [pairs[k] for k in keys[:-1]] + [None]
+    assert r.dbsize() == 50
+    assert r.delete(*keys) == 50
+    assert r.dbsize() == 0
+
+
+def test_binary_and_empty_keys_and_values(cluster):
+    r = proxy_client(cluster)
+    key = b"\x00\xff\r\n binary key"
+    r.set(key, b"\r\n\x00 value")
+    r.set(b"", b"")
+    assert r.get(key) == b"\r\n\x00 value"
+    assert r.get(b"") == b""
+    assert r.mget([key, b""]) == [b"\r\n\x00 value", b""]
+
+
+def test_every_replica_holds_exactly_the_primarys_data_after_a_burst(cluster):
+    r = proxy_client(cluster)
+    pipe = r.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.set(f"burst:{i}", f"v{i}" * (i % 7))
+        if i % 10 == 0:
+            pipe.delete(f"burst:{i - 5}")
+    pipe.execute()
+    wait_until_converged(cluster)
+    states = partition_states(cluster)
+    total = sum(len(replica_dump(cluster, s.primary, p)[1]) for p, s in states.items())
+    assert total == r.dbsize() == 3000 - 299
+
+
+def test_killed_secondary_leaves_reads_and_writes_working_and_catches_up_when_restarted(make_cluster):
+    # Four nodes, three partitions: one node holds only secondaries, so killing it needs no failover.
+    cluster = make_cluster(nodes=4, partitions=3)
+    r = proxy_client(cluster)
+    for i in range(200):
+        r.set(f"before:{i}", i)
+    states = partition_states(cluster)
+    primaries = {s.primary for s in states.values()}
+    victim = next(n for n in cluster.node_ids if n not in primaries)
+    cluster.kill(victim)
+    for i in range(500):
+        assert r.set(f"during:{i}", i) is True
+    assert r.mget([f"before:{i}" for i in range(200)]) == [str(i).encode() for i in range(200)]
+    cluster.start(victim)
+    wait_until_converged(cluster)
+    for partition, state in states.items():
+        if victim in state.replicas:
+            seq, _ = replica_dump(cluster, victim, partition)
+            assert seq == replica_dump(cluster, state.primary, partition)[0]
+
+
+def test_a_second_proxy_started_later_serves_the_same_data(cluster):
+    r = proxy_client(cluster)
+    r.mset({f"k{i}": f"v{i}" for i in range(100)})
+    cluster.add_proxy()
+    second = proxy_client(cluster, index=1)
+    assert second.mget([f"k{i}" for i in range(100)]) == [f"v{i}".encode() for i in range(100)]
+    second.set("from-second", "yes")
+    assert r.get("from-second") == b"yes"
+
+
+def test_two_clusters_on_one_zookeeper_do_not_see_each_other(make_cluster):
+    first = make_cluster(nodes=3, partitions=4)
+    second = make_cluster(nodes=3, partitions=4)
+    a, b = proxy_client(first), proxy_client(second)
+    a.set("shared-name", "first")
+    b.set("shared-name", "second")
+    assert a.get("shared-name") == b"first"
+    assert b.get("shared-name") == b"second"
+    assert a.dbsize() == b.dbsize() == 1
+
+
+def test_a_node_refuses_a_route_by_an_old_generation(cluster):
+    state = partition_states(cluster)[0]
+    node = node_client(cluster, state.primary)
+    assert node.execute_command("PX", 0, state.generation, "-", "SET", "k", "v") == b"OK"
+    with pytest.raises(redis.ResponseError, match="NOTPRIMARY"):
+        node.execute_command("PX", 0, state.generation - 1, "-", "SET", "k", "v")
+    with pytest.raises(redis.exceptions.TryAgainError, match="has not seen generation"):
+        node.execute_command("PX", 0, state.generation + 1, "-", "SET", "k", "v")
+    secondary = node_client(cluster, state.secondaries[0])
+    with pytest.raises(redis.ResponseError, match="NOTPRIMARY"):
+        secondary.execute_command("PX", 0, state.generation, "-", "SET", "k", "v")
+
+
+def test_kvctl_status_and_locate_describe_the_cluster(cluster):
+    kvctl = [sys.executable, "-m", "kvmeta.cli"]
+    status = json.loads(subprocess.run(kvctl + ["status", "--dir", str(cluster.dir), "--json"],
+                                       check=True, capture_output=True, text=True).stdout)
+    assert {n["id"] for n in status["nodes"] if n["live"]} == {"node1", "node2", "node3"}
+    assert len(status["partitions"]) == 8
+    assert all(row["primary"] and len(row["replicas"]) == 3 for row in status["partitions"])
+    located = json.loads(subprocess.run(kvctl + ["locate", "greeting", "--dir", str(cluster.dir), "--json"],
+                                        check=True, capture_output=True, text=True).stdout)
+    assert located["partition"] == partition_for(b"greeting", 8)
+    assert located["primary"] == partition_states(cluster)[located["partition"]].primary
+    table = subprocess.run(kvctl + ["status", "--dir", str(cluster.dir)], check=True, capture_output=True,
+                           text=True).stdout
+    assert "Partitions" in table and "node1" in table
