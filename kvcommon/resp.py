@@ -394,6 +394,8 @@ def encode(reply: Reply, protocol: int = 2) -> bytes:
     """The wire form of a reply, in RESP3 if protocol is 3, else in RESP2."""
     # The replies nearly every command sends, without building a list of parts.
     cls = type(reply)
+    if cls is RawReply:
+        return reply if protocol != 3 else reply.as_resp3()
     if cls is bytes:
         return b"$%d\r\n%b\r\n" % (len(reply), reply)
     if cls is Status:
@@ -529,3 +531,61 @@ class ReplyParser:
             return self._reader.gets()
         except hiredis.ProtocolError as e:
             raise ProtocolError(str(e).removeprefix("Protocol error, ")) from None
+
+
+class RawReply(bytes):
+    """One complete RESP2 reply exactly as a node sent it, forwarded to clients without re-encoding.
+
+    Forwarding the bytes keeps a node's ``+OK`` a simple string (hiredis cannot tell it from a bulk
+    string) and saves parsing and encoding on the proxy's hot path. ``value()`` parses it when the proxy
+    must look inside, to merge the replies of several partitions.
+    """
+
+    __slots__ = ()
+
+    @property
+    def is_error(self) -> bool:
+        return self[:1] == b"-"
+
+    def value(self) -> Any:
+        kind = self[:1]
+        if kind == b"+":
+            return Status(self[1:-2].decode("utf-8", "replace"))
+        if kind == b"-":
+            return ErrorReply(self[1:-2].decode("utf-8", "replace"))
+        parser = ReplyParser()
+        parser.feed(self)
+        return parser.next_reply()
+
+    def as_resp3(self) -> bytes:
+        # RESP2 and RESP3 differ, for what nodes send, only in nulls; arrays are re-encoded whole.
+        if self == b"$-1\r\n" or self == b"*-1\r\n":
+            return b"_\r\n"
+        if self[:1] == b"*":
+            return encode(self.value(), 3)
+        return bytes(self)
+
+
+def reply_end(buf: bytes | bytearray, pos: int = 0) -> int:
+    """Where the RESP2 reply starting at ``pos`` ends (the index after it), or -1 if it is incomplete."""
+    if pos >= len(buf):
+        return -1
+    line_end = buf.find(b"\r\n", pos)
+    if line_end < 0:
+        return -1
+    kind = buf[pos]
+    if kind == 36:  # $ bulk string
+        length = int(buf[pos + 1:line_end])
+        if length < 0:
+            return line_end + 2
+        end = line_end + 4 + length
+        return end if end <= len(buf) else -1
+    if kind == 42:  # * array
+        count = int(buf[pos + 1:line_end])
+        end = line_end + 2
+        for _ in range(count):
+            end = reply_end(buf, end)
+            if end < 0:
+                return -1
+        return end
+    return line_end + 2

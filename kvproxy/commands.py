@@ -97,7 +97,8 @@ class Commands:
                     for p, positions in groups.items()]
         d = defer.gatherResults(requests, consumeErrors=True)
         d.addCallback(lambda replies: _first_error(replies) or reassemble(
-            len(keys), list(zip(groups.values(), replies, strict=True))))
+            len(keys), [(positions, reply.value()) for positions, reply in zip(groups.values(), replies,
+                                                                               strict=True)]))
         return d
 
     def count_keys(self, session: ClientSession, args: list[bytes]):
@@ -111,7 +112,7 @@ class Commands:
         requests = [self._send(session, spec, p, [args[0], *(keys[i] for i in positions)])
                     for p, positions in groups.items()]
         d = defer.gatherResults(requests, consumeErrors=True)
-        d.addCallback(lambda replies: _first_error(replies) or sum(replies))
+        d.addCallback(lambda replies: _first_error(replies) or sum(reply.value() for reply in replies))
         return d
 
     def mset(self, session: ClientSession, args: list[bytes]):
@@ -138,7 +139,7 @@ class Commands:
         count = self.service.view.partition_count
         requests = [self._send(session, spec, p, args) for p in range(count)]
         d = defer.gatherResults(requests, consumeErrors=True)
-        d.addCallback(lambda replies: _first_error(replies) or sum(replies))
+        d.addCallback(lambda replies: _first_error(replies) or sum(reply.value() for reply in replies))
         return d
 
     # -- answered by the proxy -------------------------------------------------------------------------
@@ -286,7 +287,8 @@ def _command_info(spec: CommandSpec) -> list:
 
 
 def _first_error(replies: list):
+    """The first error among the replies of several partitions (a node's RawReply or our KVError)."""
     for reply in replies:
-        if isinstance(reply, (ErrorReply, KVError)):
+        if isinstance(reply, KVError) or reply.is_error:
             return reply
     return None

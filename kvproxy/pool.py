@@ -12,7 +12,7 @@ from collections import deque
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
-from kvcommon.resp import INCOMPLETE, ReplyParser, encode_command
+from kvcommon.resp import RawReply, encode_command, reply_end
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class NodeUnavailable(Exception):
 class NodeConnection(protocol.Protocol):
     def __init__(self, node: str):
         self.node = node
-        self.parser = ReplyParser()
+        self.buffer = bytearray()
         self.waiting: deque[defer.Deferred] = deque()
         self.connected_d: defer.Deferred = defer.Deferred()
         self.lost = False
@@ -48,17 +48,19 @@ class NodeConnection(protocol.Protocol):
         return d
 
     def dataReceived(self, data: bytes):
-        self.parser.feed(data)
+        buffer = self.buffer
+        buffer += data
         waiting = self.waiting
-        while True:
-            reply = self.parser.next_reply()
-            if reply is INCOMPLETE:
-                return
+        pos = 0
+        while (end := reply_end(buffer, pos)) > 0:
             if not waiting:
                 log.warning("node %s sent a reply nobody asked for; closing the connection", self.node)
                 self.transport.loseConnection()
                 return
+            reply = RawReply(buffer[pos:end])
+            pos = end
             waiting.popleft().callback(reply)
+        del buffer[:pos]
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.lost = True

@@ -14,17 +14,16 @@ import random
 from twisted.internet import defer
 
 from kvcommon.errors import ClusterDownError, TryAgainError
-from kvcommon.resp import ErrorReply
 from kvproxy.pool import NodePool, NodeUnavailable
 from kvproxy.routing import ClusterView, Route
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = ("NOTPRIMARY", "TRYAGAIN")
+RETRYABLE = (b"-NOTPRIMARY", b"-TRYAGAIN")
 
 
-def _retryable(reply) -> bool:
-    return isinstance(reply, ErrorReply) and reply.startswith(RETRYABLE)
+def _retryable(reply: bytes) -> bool:
+    return reply.startswith(RETRYABLE)
 
 
 class ProxyService:
@@ -62,7 +61,7 @@ class ProxyService:
 
     def send(self, partition: int, args: list, options: bytes = b"-", readonly: bool = False,
              eventual: bool = False) -> defer.Deferred:
-        """Run ``args`` on the partition; fires with the node's reply (an ErrorReply for errors)."""
+        """Run ``args`` on the partition; fires with the node's reply as a RawReply, or a KVError."""
         route = self._route(partition, eventual)
         if route is None:
             return self._retry(partition, args, options, readonly, eventual, "no live primary")

@@ -36,9 +36,7 @@ _clusters_key = pytest.StashKey[list[LocalCluster]]()
 
 
 @pytest.fixture(scope="session")
-def zookeeper(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[ZooKeeperServer]:
+def zookeeper(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[ZooKeeperServer]:
     """A ZooKeeper server for the whole test run."""
     try:
         find_zookeeper()
