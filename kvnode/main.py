@@ -31,7 +31,7 @@ log = logging.getLogger("kvnode")
 def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)
-    from twisted.internet import reactor
+    from twisted.internet import reactor, task
     from twisted.internet.error import CannotListenError
 
     from kvmeta import zk
@@ -39,10 +39,12 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
     from kvnode.coordination import NodeCoordinator
     from kvnode.protocol import NodeFactory
     from kvnode.service import NodeService
+    from kvnode.storage.keys import check_schema
     from kvnode.storage.leveldb import LevelDBEngine
 
     try:
         engine = LevelDBEngine(data_dir, cache_bytes=cache_mb * 1024 * 1024)
+        check_schema(engine, data_dir)
     except KVError as err:
         sys.exit(f"kvnode: {err.message}")
     service = NodeService(reactor, engine, node_id, sync=sync)
@@ -70,6 +72,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         engine.close()
         log.info("stopped")
 
+    task.LoopingCall(service.trim_logs).start(5.0, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     log.info("node %s listening on %s:%d, data in %s", node_id, host, port, data_dir)

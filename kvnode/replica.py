@@ -66,6 +66,8 @@ class Replica:
         self.committed_seq = meta.seq
         self.snapshotting = False
         self.snapshot_meta: PartitionMeta | None = None
+        # Log entries below this seq have been trimmed (or were never here).
+        self.trimmed_before = 0
         # Primary only: the newest raw record of keys whose last write is not complete yet.
         self.pending_keys: dict[bytes, tuple[bytes | None, PendingEntry]] = {}
         self._pending: dict[str, deque[PendingEntry]] = {"1": deque(), "quorum": deque(), "all": deque()}

@@ -56,17 +56,20 @@ class RequestOptions:
 
 
 DEFAULT_OPTIONS = RequestOptions()
+TRIM_STEP = 1000
 
 
 class NodeService:
     def __init__(self, reactor: IReactorTime, engine: Engine, node_id: str, *, sync: bool = False,
-                 write_timeout: float = 10.0, clock: HybridClock | None = None):
+                 write_timeout: float = 10.0, clock: HybridClock | None = None,
+                 log_retention: int = 100_000):
         self.reactor = reactor
         self.id = node_id
         self.store = PartitionStore(engine)
         self.commit = GroupCommit(reactor, engine, sync)
         self.clock = clock or HybridClock()
         self.write_timeout = write_timeout
+        self.log_retention = log_retention
         self.config: ClusterConfig | None = None
         self.replicas: dict[int, Replica] = {}
         self.live_nodes: dict[str, NodeRecord] = {}
@@ -302,6 +305,22 @@ class NodeService:
         replica = self.replicas.get(partition)
         if replica is not None and replica.role == Role.PRIMARY:
             replica.on_ack(follower, seq)
+
+    # -- upkeep ------------------------------------------------------------------------------------
+
+    def trim_logs(self) -> None:
+        """Drop log entries no follower needs: keep the last ``log_retention`` entries of each partition,
+        and every entry a connected follower has still to receive. A follower that falls further behind
+        gets a snapshot instead."""
+        for partition, replica in self.replicas.items():
+            keep_from = replica.committed_seq - self.log_retention + 1
+            needed = self.leader.oldest_needed_seq(partition)
+            if needed is not None:
+                keep_from = min(keep_from, needed)
+            if keep_from <= replica.trimmed_before + TRIM_STEP:
+                continue  # trim in large steps: each trim scans past the tombstones of the last
+            replica.trimmed_before = keep_from
+            self.commit.add(lambda batch, p=partition, upto=keep_from - 1: self.store.trim_log(batch, p, upto))
 
     # -- inspection ----------------------------------------------------------------------------------
 

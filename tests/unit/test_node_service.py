@@ -1,0 +1,167 @@
+"""The node's logic without sockets: write levels, fencing by generation, following, streaming."""
+
+import pytest
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+
+from kvcommon.errors import NotPrimaryError, TryAgainError
+from kvcommon.resp import INCOMPLETE, OK, ReplyParser, encode_command
+from kvmeta.schema import ClusterConfig, PartitionState
+from kvnode.protocol import NodeProtocol
+from kvnode.replica import Role
+from kvnode.service import NodeService, RequestOptions
+from kvnode.storage.memory import MemoryEngine
+from kvnode.storage.records import LogEntry, decode_entry, encode_value
+
+STATE = PartitionState(0, 3, "n1", ("n1", "n2", "n3"), ("n1", "n2", "n3"))
+
+
+def make_service(node_id="n1", state=STATE, write_level="quorum"):
+    clock = task.Clock()
+    service = NodeService(clock, MemoryEngine(), node_id, write_timeout=5)
+    service.on_config(ClusterConfig(1, 3, write_level=write_level))
+    service.on_session(True)
+    service.on_partition_state(state)
+    clock.advance(0)
+    return service, clock
+
+
+def result_of(reply):
+    """The value a reply has now: a Deferred's result, or the reply itself; None while pending."""
+    if isinstance(reply, defer.Deferred):
+        return reply.result if reply.called else None
+    return reply
+
+
+def test_a_level_1_write_is_acknowledged_once_committed_locally():
+    service, clock = make_service(write_level="1")
+    reply = service.execute([b"SET", b"k", b"v"], 0, 3)
+    assert result_of(reply) is None, "nothing is acknowledged before the group commit"
+    clock.advance(0)
+    assert result_of(reply) == OK
+    assert result_of(service.execute([b"GET", b"k"], 0, 3)) == b"v"
+
+
+def test_a_quorum_write_waits_for_one_follower_and_reads_of_its_key_wait_too():
+    service, clock = make_service()
+    write = service.execute([b"SET", b"k", b"v"], 0, 3)
+    clock.advance(0)
+    read = service.execute([b"GET", b"k"], 0, 3)
+    other = service.execute([b"GET", b"other"], 0, 3)
+    assert result_of(write) is None and result_of(read) is None
+    assert result_of(other) is None, "a key without a pending write answers at once (None = missing)"
+    service.on_follower_ack("n3", 0, 1)
+    assert result_of(write) == OK
+    assert result_of(read) == b"v"
+
+
+def test_level_all_waits_for_every_in_sync_follower():
+    service, clock = make_service()
+    write = service.execute([b"SET", b"k", b"v"], 0, 3, RequestOptions(write_level="all"))
+    clock.advance(0)
+    service.on_follower_ack("n2", 0, 1)
+    assert result_of(write) is None
+    service.on_follower_ack("n3", 0, 1)
+    assert result_of(write) == OK
+
+
+def test_a_write_that_cannot_reach_its_level_times_out_with_a_clear_error():
+    service, clock = make_service()
+    write = service.execute([b"SET", b"k", b"v"], 0, 3)
+    clock.advance(0)
+    clock.advance(5)
+    error = result_of(write)
+    assert isinstance(error, TryAgainError)
+    assert "may or may not survive" in error.message
+
+
+def test_routes_by_an_old_or_unknown_generation_are_refused():
+    service, _ = make_service()
+    assert isinstance(service.execute([b"GET", b"k"], 0, 2), NotPrimaryError)
+    assert isinstance(service.execute([b"GET", b"k"], 0, 4), TryAgainError)
+
+
+def test_a_node_without_its_zookeeper_session_refuses_writes_and_strong_reads():
+    service, _ = make_service()
+    service.on_session(False)
+    assert isinstance(service.execute([b"SET", b"k", b"v"], 0, 3), TryAgainError)
+    assert isinstance(service.execute([b"GET", b"k"], 0, 3), TryAgainError)
+
+
+def test_a_deposed_primary_fails_its_pending_writes_and_refuses_new_ones():
+    service, clock = make_service()
+    write = service.execute([b"SET", b"k", b"v"], 0, 3)
+    clock.advance(0)
+    service.on_partition_state(PartitionState(0, 4, "n2", ("n1", "n2", "n3"), ("n1", "n2", "n3")))
+    assert isinstance(result_of(write), TryAgainError)
+    assert isinstance(service.execute([b"SET", b"k", b"v"], 0, 4), NotPrimaryError)
+    assert service.replicas[0].role == Role.SECONDARY
+
+
+def test_a_secondary_applies_entries_in_order_and_refuses_gaps_and_older_generations():
+    state = PartitionState(0, 3, "n2", ("n1", "n2", "n3"), ("n1", "n2", "n3"))
+    service, clock = make_service("n1", state)
+    acked = []
+    record = encode_value(1 << 16, b"v")
+    assert service.apply_replicated(0, LogEntry(3, 1, 1 << 16, ((b"k", record),)), acked.append) is None
+    assert "expected seq 2" in service.apply_replicated(0, LogEntry(3, 3, 1, ((b"k", record),)), acked.append)
+    clock.advance(0)
+    assert acked == [1]
+    assert service.store.get(0, b"k") == record
+    assert "older than generation" in service.apply_replicated(0, LogEntry(2, 2, 1, ()), acked.append)
+
+
+class TCPStringTransport(StringTransport):
+    def setTcpNoDelay(self, enabled):
+        pass
+
+
+def follow(service, clock, next_seq, last_generation=0):
+    proto = NodeProtocol(service, 1 << 20)
+    transport = TCPStringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(encode_command([b"REPL.FOLLOW", b"n2", 0, 3, next_seq, last_generation, 7]))
+    clock.advance(0)
+    return proto, transport, messages_in(transport.value())
+
+
+def messages_in(data: bytes) -> list:
+    parser = ReplyParser()
+    parser.feed(data)
+    messages = []
+    while (message := parser.next_reply()) is not INCOMPLETE:
+        messages.append(message)
+    return messages
+
+
+def test_a_follower_gets_the_log_from_its_position_then_live_entries():
+    service, clock = make_service(write_level="1")
+    for i in range(3):
+        service.execute([b"SET", b"k%d" % i, b"v"], 0, 3)
+    clock.advance(0)
+    proto, transport, messages = follow(service, clock, next_seq=2, last_generation=3)
+    assert messages[0] == [b"START", 0, 7]
+    assert [decode_entry(m[4]).seq for m in messages[1:]] == [2, 3]
+    transport.clear()
+    service.execute([b"SET", b"live", b"v"], 0, 3)
+    clock.advance(0)
+    clock.advance(0)
+    [live] = messages_in(transport.value())
+    assert live[0] == b"ENTRY" and decode_entry(live[4]).ops[0][0] == b"live"
+
+
+def test_a_follower_whose_log_diverged_gets_a_snapshot():
+    service, clock = make_service(write_level="1")
+    service.execute([b"SET", b"k", b"v"], 0, 3)
+    clock.advance(0)
+    # It claims entry 1 was written in generation 2; ours was written in generation 3.
+    _, _, messages = follow(service, clock, next_seq=2, last_generation=2)
+    kinds = [m[0] for m in messages]
+    assert kinds[:2] == [b"START", b"SNAP-BEGIN"]
+    assert b"SNAP-END" in kinds
+
+
+@pytest.mark.parametrize("raw", [b"w=2", b"x=1", b"r=maybe"])
+def test_bad_request_options_are_refused(raw):
+    with pytest.raises(Exception, match="invalid request option"):
+        RequestOptions.parse(raw)
