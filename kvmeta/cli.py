@@ -14,7 +14,7 @@ from rich.table import Table
 from kvcommon.hashing import partition_for
 from kvmeta import zk
 from kvmeta.local import cluster_from_dir, local
-from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, ClusterPaths
+from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, ClusterPaths, OperationRecord
 
 DEFAULT_DIR = "local-cluster"
 
@@ -190,6 +190,51 @@ def locate(client, paths, key, as_json):
     for r in report["replicas"]:
         role = "primary  " if r["node"] == report["primary"] else "secondary"
         click.echo(f"  {role} {r['node']:<10} {r['address'] or 'down'}")
+
+
+@cli.command()
+@click.argument("partition", type=int)
+@cluster_options
+@click.option("--to", "target", help="Node to make primary (default: the most up-to-date in-sync secondary)")
+@click.option("--unclean", is_flag=True,
+              help="Promote the most up-to-date reachable replica even if too few replicas answer to be sure no "
+                   "acknowledged write is lost. Use only when the missing replicas are gone for good.")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def failover(client, paths, partition, target, unclean, timeout):
+    """Switch PARTITION's primary: a planned, lossless switch (writes pause until the target has caught up),
+    or with --unclean a forced failover when automatic failover cannot proceed."""
+    import time
+
+    from kazoo.exceptions import NodeExistsError
+
+    partitions = zk.read_partitions(client, paths)
+    if partition not in partitions:
+        raise click.BadParameter(f"partition {partition} does not exist (the cluster has {len(partitions)})")
+    before = partitions[partition][0]
+    op = OperationRecord("unclean" if unclean else "switch", partition, target)
+    try:
+        client.create(paths.operation(op.name), op.encode(), makepath=True)
+    except NodeExistsError:
+        raise click.ClickException(f"an operation on partition {partition} is already under way; see `kvctl "
+                                   "status`, or wait for it") from None
+    click.echo(f"partition {partition}: {op.kind} requested (primary {before.primary}, generation "
+               f"{before.generation}); the controller carries it out")
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        data = client.exists(paths.operation(op.name)) and client.get(paths.operation(op.name))[0]
+        if not data:
+            state = zk.read_partitions(client, paths)[partition][0]
+            click.echo(f"partition {partition}: primary {state.primary}, generation {state.generation}")
+            return
+        current = OperationRecord.decode(data)
+        progress = f"{current.step}: {current.message}" if current.message else current.step
+        if progress != last:
+            click.echo(f"  {progress}")
+            last = progress
+        time.sleep(0.2)
+    raise click.ClickException(f"the {op.kind} of partition {partition} did not finish within {timeout:.0f}s "
+                               f"({last}); it stays requested: the controller keeps trying")
 
 
 def main():

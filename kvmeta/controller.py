@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import replace
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import NodeExistsError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from kvmeta import zk
+from kvmeta.failover import ReplicaPosition, choose_primary, in_sync_set
+from kvmeta.nodeclient import NodeQueryError, query
 from kvmeta.placement import PlacementError, place_partitions
-from kvmeta.schema import ClusterPaths, MemberRecord, PartitionState
+from kvmeta.schema import ClusterPaths, MemberRecord, NodeRecord, OperationRecord, PartitionState
 
 log = logging.getLogger(__name__)
+
+
+# A replica further behind its primary than this many log entries leaves the in-sync set.
+IN_SYNC_MAX_LAG = 1000
+# How long a planned switch pauses writes on the old primary per attempt.
+SWITCH_PAUSE_SECONDS = 5.0
 
 
 class Controller:
@@ -30,6 +40,7 @@ class Controller:
         self._stopped = threading.Event()
         self._is_leader = False
         self._waiting_reported = ""
+        self._stuck_reported: dict[int, str] = {}
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -39,6 +50,7 @@ class Controller:
         zk.ensure_cluster_paths(self.client, self.paths)
         self.client.add_listener(self._on_session_state)
         self.client.ChildrenWatch(self.paths.nodes, self._on_children_change)
+        self.client.ChildrenWatch(self.paths.operations, self._on_children_change)
         election = self.client.Election(self.paths.controller, self.id)
         while not self._stopped.is_set():
             election.run(self._lead)
@@ -85,6 +97,130 @@ class Controller:
         missing = [p for p in range(config.partitions) if p not in partitions]
         if missing:
             self._assign_initial(missing, config.partitions, config.replication_factor, sorted(live))
+        for state, version in partitions.values():
+            if state.primary is None or state.primary not in live:
+                self._fail_over(state, version, live)
+        self._run_operations(live)
+        self._update_in_sync(live)
+
+    # -- failover ----------------------------------------------------------------------------------
+
+    def _positions(self, state: PartitionState, live: dict[str, NodeRecord],
+                   exclude: str | None) -> dict[str, ReplicaPosition]:
+        """Ask each live replica (but ``exclude``) for its committed position, straight from the node."""
+        answers = {}
+        for node in state.replicas:
+            record = live.get(node)
+            if node == exclude or record is None:
+                continue
+            try:
+                generation, seq, snapshotting, _role = query(record.host, record.port,
+                                                             [b"KV.POSITION", state.partition])
+            except (NodeQueryError, ValueError):
+                continue
+            answers[node] = ReplicaPosition(node, generation, seq, bool(snapshotting))
+        return answers
+
+    def _fail_over(self, state: PartitionState, version: int, live: dict[str, NodeRecord],
+                   unclean: bool = False, target: str | None = None) -> bool:
+        started = time.monotonic()
+        answers = self._positions(state, live, exclude=state.primary if state.primary not in live else None)
+        decision = choose_primary(state, answers, unclean=unclean, target=target)
+        if decision.new_state is None:
+            if self._stuck_reported.get(state.partition) != decision.reason:
+                log.warning("partition %d: primary %s is down and no replica can take over: %s",
+                            state.partition, state.primary, decision.reason)
+                self._stuck_reported[state.partition] = decision.reason
+            return False
+        if not self._set_state(decision.new_state, version):
+            return False
+        self._stuck_reported.pop(state.partition, None)
+        log.info("partition %d: primary %s replaced: %s, generation %d (%.0f ms)", state.partition,
+                 state.primary, decision.reason, decision.new_state.generation,
+                 (time.monotonic() - started) * 1000)
+        return True
+
+    def _set_state(self, state: PartitionState, version: int) -> bool:
+        """Write a partition state if nobody changed it since we read it (version-conditional)."""
+        try:
+            self.client.set(self.paths.partition(state.partition), state.encode(), version=version)
+            return True
+        except BadVersionError:
+            log.info("partition %d changed while deciding; deciding again", state.partition)
+            self._wake.set()
+            return False
+
+    def _update_in_sync(self, live: dict[str, NodeRecord]) -> None:
+        positions = zk.read_positions(self.client, self.paths)
+        for partition, (state, version) in zk.read_partitions(self.client, self.paths).items():
+            if state.primary not in live:
+                continue
+            seqs = {node: (positions[node].positions.get(partition, (0, None))[1] if node in positions else None)
+                    for node in state.replicas}
+            in_sync = in_sync_set(state, set(live), seqs, IN_SYNC_MAX_LAG)
+            if set(in_sync) != set(state.in_sync) and self._set_state(replace(state, in_sync=in_sync), version):
+                log.info("partition %d: in-sync replicas now %s", partition, ", ".join(in_sync))
+
+    # -- operations --------------------------------------------------------------------------------
+
+    def _run_operations(self, live: dict[str, NodeRecord]) -> None:
+        for name in sorted(self.client.get_children(self.paths.operations)):
+            path = self.paths.operation(name)
+            try:
+                data, stat = self.client.get(path)
+            except NoNodeError:
+                continue
+            operation = OperationRecord.decode(data)
+            try:
+                done, operation = self._step(operation, live)
+            except NodeQueryError as err:
+                done, operation = False, replace(operation, message=str(err))
+            if done:
+                self.client.delete(path)
+            else:
+                try:
+                    self.client.set(path, operation.encode(), version=stat.version)
+                except (BadVersionError, NoNodeError):
+                    pass
+
+    def _step(self, op: OperationRecord, live: dict[str, NodeRecord]) -> tuple[bool, OperationRecord]:
+        """Advance one operation by one step; (finished, the record as it now stands)."""
+        state, version = zk.read_partitions(self.client, self.paths)[op.partition]
+        if op.kind == "unclean":
+            if self._fail_over(state, version, live, unclean=True, target=op.target):
+                return True, replace(op, step="done")
+            return False, replace(op, message=self._stuck_reported.get(op.partition, "no replica reachable"))
+        # A planned switch: pause writes on the primary, wait for the target to catch up, switch.
+        if op.generation and state.generation > op.generation:
+            return True, replace(op, step="done")
+        target = op.target or self._best_secondary(state, live)
+        if target is None or target not in live or target not in state.replicas:
+            return False, replace(op, message=f"target {target} is not a live replica of partition {op.partition}")
+        if target == state.primary:
+            return True, replace(op, step="done")
+        primary = live.get(state.primary)
+        if primary is None:
+            return False, replace(op, message="the primary is down: it is failed over automatically")
+        paused_generation, seq = query(primary.host, primary.port,
+                                       [b"KV.PAUSE", op.partition, state.generation, SWITCH_PAUSE_SECONDS])
+        record = live[target]
+        generation, target_seq, snapshotting, _ = query(record.host, record.port, [b"KV.POSITION", op.partition])
+        if target_seq < seq or snapshotting:
+            return False, replace(op, target=target, step="catching-up", generation=paused_generation, seq=seq,
+                                  message=f"{target} at seq {target_seq} of {seq}")
+        answers = {target: ReplicaPosition(target, generation, target_seq)}
+        answers.update({n: p for n, p in self._positions(state, live, exclude=None).items() if n != target})
+        decision = choose_primary(state, answers, target=target)
+        if decision.new_state is not None and self._set_state(decision.new_state, version):
+            log.info("partition %d: planned switch from %s to %s at seq %d, generation %d", op.partition,
+                     state.primary, target, seq, decision.new_state.generation)
+            return True, replace(op, step="done")
+        return False, replace(op, target=target, step="switching", message=decision.reason)
+
+    def _best_secondary(self, state: PartitionState, live: dict[str, NodeRecord]) -> str | None:
+        answers = self._positions(state, live, exclude=state.primary)
+        candidates = [p for p in answers.values() if not p.snapshotting and p.node in state.in_sync]
+        return max(candidates, key=lambda p: p.key).node if candidates else None
 
     def _ensure_member(self, node_id: str) -> None:
         try:

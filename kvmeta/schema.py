@@ -10,6 +10,7 @@ seeing each other::
     /kv/<cluster>/partitions/<p>      PartitionState, changed only by version-conditional set
     /kv/<cluster>/positions/<id>      PositionsRecord: each replica's applied (generation, seq) on a node
     /kv/<cluster>/controller          leader election among kvmeta processes
+    /kv/<cluster>/operations/<name>   OperationRecord: a long operation the controller carries out step by step
 
 Records are JSON so an operator can read them with zkCli. Partition znodes are named with zero-padded
 numbers so that a sorted listing is in partition order.
@@ -39,6 +40,7 @@ class ClusterPaths:
         self.partitions = f"{self.base}/partitions"
         self.positions = f"{self.base}/positions"
         self.controller = f"{self.base}/controller"
+        self.operations = f"{self.base}/operations"
 
     def member(self, node_id: str) -> str:
         return f"{self.members}/{node_id}"
@@ -54,6 +56,9 @@ class ClusterPaths:
 
     def node_positions(self, node_id: str) -> str:
         return f"{self.positions}/{node_id}"
+
+    def operation(self, name: str) -> str:
+        return f"{self.operations}/{name}"
 
 
 def _dump(record) -> bytes:
@@ -175,3 +180,29 @@ class PositionsRecord:
     def decode(cls, data: bytes) -> PositionsRecord:
         raw = json.loads(data)
         return cls(raw["node"], {int(p): (gs[0], gs[1]) for p, gs in raw["positions"].items()})
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """A requested change the controller leader carries out over several steps (a planned switch of
+    primary, an unclean failover). Recorded in ZooKeeper so a controller that takes over finishes it."""
+
+    kind: str  # "switch" or "unclean"
+    partition: int
+    target: str | None = None
+    step: str = "requested"
+    # For a switch: the generation paused and the seq the target must reach before the switch.
+    generation: int = 0
+    seq: int = 0
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.partition:05d}"
+
+    def encode(self) -> bytes:
+        return _dump(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> OperationRecord:
+        return cls(**json.loads(data))

@@ -86,7 +86,8 @@ def read_positions(client: KazooClient, paths: ClusterPaths) -> dict[str, Positi
 
 
 def ensure_cluster_paths(client: KazooClient, paths: ClusterPaths) -> None:
-    for path in (paths.members, paths.nodes, paths.proxies, paths.partitions, paths.positions, paths.controller):
+    for path in (paths.members, paths.nodes, paths.proxies, paths.partitions, paths.positions, paths.controller,
+                 paths.operations):
         client.ensure_path(path)
 
 

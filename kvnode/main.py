@@ -38,6 +38,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
     from kvmeta.schema import NodeRecord
     from kvnode.coordination import NodeCoordinator
     from kvnode.protocol import NodeFactory
+    from kvnode.replication.follower import PING_INTERVAL
     from kvnode.service import NodeService
     from kvnode.storage.keys import check_schema
     from kvnode.storage.leveldb import LevelDBEngine
@@ -73,6 +74,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         log.info("stopped")
 
     task.LoopingCall(service.trim_logs).start(5.0, now=False)
+    task.LoopingCall(service.follower.ping).start(PING_INTERVAL, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     log.info("node %s listening on %s:%d, data in %s", node_id, host, port, data_dir)

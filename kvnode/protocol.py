@@ -37,6 +37,8 @@ class NodeProtocol(protocol.Protocol):
         self.streams: list = []  # replication streams to the follower at the other end
         self.paused = False
         self.follower_id: str | None = None
+        # When a follower on this connection last spoke: the primary's lease counts recent contacts.
+        self.last_contact = 0.0
 
     def connectionMade(self):
         # Small requests and replies must not wait for Nagle's algorithm.
@@ -81,9 +83,14 @@ class NodeProtocol(protocol.Protocol):
                 reply = self.service.execute(args[4:], _int(args[1], "partition"), _int(args[2], "generation"),
                                              options)
             elif name == b"repl.ack":
+                self.last_contact = self.service.reactor.seconds()
                 self.service.on_follower_ack(args[1].decode(), int(args[2]), int(args[3]))
                 return
+            elif name == b"repl.ping":
+                self.last_contact = self.service.reactor.seconds()
+                return
             elif name == b"repl.follow":
+                self.last_contact = self.service.reactor.seconds()
                 self._follow(args)
                 return
             elif name == b"repl.unfollow":
@@ -114,6 +121,10 @@ class NodeProtocol(protocol.Protocol):
             return self.service.dump(int(args[1]))
         if name == b"kv.positions":
             return self.service.roles()
+        if name == b"kv.position":
+            return self.service.position_of(int(args[1]))
+        if name == b"kv.pause":
+            return self.service.pause_writes(int(args[1]), int(args[2]), float(args[3]))
         if name == b"select":
             return OK if args[1:] == [b"0"] else ErrorReply("ERR DB index is out of range")
         if name == b"quit":

@@ -68,6 +68,8 @@ class Replica:
         self.snapshot_meta: PartitionMeta | None = None
         # Log entries below this seq have been trimmed (or were never here).
         self.trimmed_before = 0
+        # A planned switch of primary pauses writes (and strong reads) until this reactor time.
+        self.paused_until = 0.0
         # Primary only: the newest raw record of keys whose last write is not complete yet.
         self.pending_keys: dict[bytes, tuple[bytes | None, PendingEntry]] = {}
         self._pending: dict[str, deque[PendingEntry]] = {"1": deque(), "quorum": deque(), "all": deque()}

@@ -62,7 +62,7 @@ TRIM_STEP = 1000
 class NodeService:
     def __init__(self, reactor: IReactorTime, engine: Engine, node_id: str, *, sync: bool = False,
                  write_timeout: float = 10.0, clock: HybridClock | None = None,
-                 log_retention: int = 100_000):
+                 log_retention: int = 100_000, lease_seconds: float = 1.0):
         self.reactor = reactor
         self.id = node_id
         self.store = PartitionStore(engine)
@@ -70,6 +70,7 @@ class NodeService:
         self.clock = clock or HybridClock()
         self.write_timeout = write_timeout
         self.log_retention = log_retention
+        self.lease_seconds = lease_seconds
         self.config: ClusterConfig | None = None
         self.replicas: dict[int, Replica] = {}
         self.live_nodes: dict[str, NodeRecord] = {}
@@ -165,6 +166,22 @@ class NodeService:
         except KVError as err:
             return err
 
+    def has_lease(self, replica: Replica) -> bool:
+        """May this primary act: have a majority of its replicas (itself included) been in touch lately?
+
+        A primary that was paused or cut off may have been replaced without knowing it yet; its followers
+        have moved to the new primary, so its contacts grow old and it stops serving writes and strong
+        reads before a stale answer can be given.
+        """
+        replicas = replica.state.replicas
+        majority = len(replicas) // 2 + 1
+        if majority <= 1:
+            return True
+        recent = self.reactor.seconds() - self.lease_seconds
+        followers = {s.follower for s in self.leader.by_partition.get(replica.partition, ())
+                     if s.conn.last_contact >= recent and s.follower in replicas}
+        return 1 + len(followers) >= majority
+
     def _partition_of(self, keys: list[bytes]) -> int:
         if self.config is None:
             raise TryAgainError(f"node {self.id} has not loaded the cluster configuration yet")
@@ -190,6 +207,12 @@ class NodeService:
         if needs_primary:
             if replica.role != Role.PRIMARY:
                 raise NotPrimaryError(partition, state.generation, state.primary)
+            if replica.paused_until and self.reactor.seconds() < replica.paused_until:
+                raise TryAgainError(f"partition {partition} is switching primary; retry shortly")
+            if not self.has_lease(replica):
+                raise TryAgainError(
+                    f"the primary of partition {partition} has not heard from a majority of its replicas in the "
+                    f"last {self.lease_seconds:g}s, so it may have been replaced; retry shortly")
         elif replica.role == Role.NONE or replica.snapshotting:
             raise NotPrimaryError(partition, state.generation, state.primary)
 
@@ -340,6 +363,26 @@ class NodeService:
     def positions(self) -> dict[int, tuple[int, int]]:
         """Each replica's committed (generation, seq)."""
         return {p: (r.meta.generation_at(r.committed_seq), r.committed_seq) for p, r in self.replicas.items()}
+
+    def position_of(self, partition: int) -> list:
+        """[generation of the last committed entry, its seq, snapshotting 0/1, role] of one replica: what
+        the controller compares to choose a new primary."""
+        replica = self.replicas.get(partition)
+        if replica is None:
+            meta = self.store.read_meta(partition)
+            return [meta.generation_at(meta.seq), meta.seq, 0, b"none"]
+        seq = replica.committed_seq
+        return [replica.meta.generation_at(seq), seq, int(replica.snapshotting), replica.role.value.encode()]
+
+    def pause_writes(self, partition: int, generation: int, seconds: float) -> list:
+        """For a planned switch of primary: refuse writes to the partition for a while, and say up to which
+        seq the log goes once the writes already accepted are committed."""
+        replica = self.replicas.get(partition)
+        if replica is None or replica.role != Role.PRIMARY or replica.generation != generation:
+            raise NotPrimaryError(partition, replica.generation if replica else 0,
+                                  replica.state.primary if replica and replica.state else None)
+        replica.paused_until = self.reactor.seconds() + seconds
+        return [replica.generation, replica.seq]
 
     def roles(self) -> list:
         out: list = []

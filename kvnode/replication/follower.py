@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.2
 MAX_BACKOFF = 2.0
+# Followers ping their primaries this often; a primary's lease needs recent contact (kvnode.service).
+PING_INTERVAL = 0.2
 
 
 class PrimaryLinkProtocol(protocol.Protocol):
@@ -218,3 +220,9 @@ class FollowerLinks:
     def on_live_nodes(self) -> None:
         for link in self.links.values():
             link.connect()
+
+    def ping(self) -> None:
+        """Tell every primary we follow that we are here, so it keeps its lease."""
+        for link in self.links.values():
+            if link.proto is not None and link.partitions:
+                link.proto.transport.write(encode_command([b"REPL.PING", self.service.id]))

@@ -1,5 +1,7 @@
 """The node's logic without sockets: write levels, fencing by generation, following, streaming."""
 
+from types import SimpleNamespace
+
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
@@ -16,12 +18,28 @@ from kvnode.storage.records import LogEntry, decode_entry, encode_value
 STATE = PartitionState(0, 3, "n1", ("n1", "n2", "n3"), ("n1", "n2", "n3"))
 
 
+class FollowerInTouch:
+    """Stands for a follower's stream whose connection spoke at ``clock``'s current time."""
+
+    def __init__(self, follower, clock):
+        self.follower = follower
+        self.conn = SimpleNamespace(last_contact=clock.seconds(), streams=[], transport=StringTransport())
+
+    def on_committed(self, entry, message):
+        pass
+
+    def close(self):
+        pass
+
+
 def make_service(node_id="n1", state=STATE, write_level="quorum"):
     clock = task.Clock()
+    clock.advance(100)
     service = NodeService(clock, MemoryEngine(), node_id, write_timeout=5)
     service.on_config(ClusterConfig(1, 3, write_level=write_level))
     service.on_session(True)
     service.on_partition_state(state)
+    service.leader.by_partition[0] = [FollowerInTouch(n, clock) for n in state.secondaries]
     clock.advance(0)
     return service, clock
 
@@ -86,6 +104,19 @@ def test_a_node_without_its_zookeeper_session_refuses_writes_and_strong_reads():
     service.on_session(False)
     assert isinstance(service.execute([b"SET", b"k", b"v"], 0, 3), TryAgainError)
     assert isinstance(service.execute([b"GET", b"k"], 0, 3), TryAgainError)
+
+
+def test_a_primary_out_of_touch_with_a_majority_of_its_replicas_stops_serving():
+    service, clock = make_service(write_level="1")
+    clock.advance(0.5)
+    assert result_of(service.execute([b"GET", b"k"], 0, 3)) is None, "contacts 0.5s old: still serving"
+    clock.advance(0.6)
+    for command in ([b"GET", b"k"], [b"SET", b"k", b"v"]):
+        error = service.execute(command, 0, 3)
+        assert isinstance(error, TryAgainError) and "has not heard from a majority" in error.message
+    assert result_of(service.execute([b"GET", b"k"], 0, 3, RequestOptions(read_level="eventual"))) is None
+    service.leader.by_partition[0][0].conn.last_contact = clock.seconds()
+    assert result_of(service.execute([b"GET", b"k"], 0, 3)) is None, "one follower in touch makes a majority"
 
 
 def test_a_deposed_primary_fails_its_pending_writes_and_refuses_new_ones():

@@ -1,0 +1,85 @@
+"""Choosing a partition's new primary: pure decisions, no I/O.
+
+The rule that keeps acknowledged writes: a write acknowledged at level ``quorum`` is on a majority of the
+partition's replicas. When the primary is gone, the controller asks the other replicas for their last
+committed (generation, seq) and promotes the highest; that one holds every such write as long as the
+replicas that answered intersect every majority, i.e. at least ``replicas - majority + 1`` of them did.
+With fewer answers the partition waits (refusing writes) for a replica to return, unless an operator
+forces an unclean failover, which may lose the writes only the missing replicas held.
+
+A replica that is receiving a snapshot has dropped its old data: it is neither promoted nor counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from kvmeta.schema import PartitionState
+
+
+@dataclass(frozen=True)
+class ReplicaPosition:
+    node: str
+    generation: int
+    seq: int
+    snapshotting: bool = False
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        return (self.generation, self.seq, self.node)
+
+
+@dataclass(frozen=True)
+class Decision:
+    new_state: PartitionState | None
+    reason: str
+
+
+def replicas_needed(replica_count: int) -> int:
+    """How many surviving replicas must answer so that one of them holds every quorum write."""
+    majority = replica_count // 2 + 1
+    return replica_count - majority + 1
+
+
+def choose_primary(state: PartitionState, answers: dict[str, ReplicaPosition], unclean: bool = False,
+                   target: str | None = None) -> Decision:
+    """The state that promotes a new primary, or None with the reason the partition must wait.
+
+    ``answers`` are the positions of the replicas that answered (never the failed primary's).
+    """
+    usable = {n: pos for n, pos in answers.items() if n in state.replicas and not pos.snapshotting}
+    needed = replicas_needed(len(state.replicas))
+    if len(usable) < needed and not unclean:
+        return Decision(None, f"{len(usable)} of the {needed} surviving replicas needed to promote one without "
+                              "losing acknowledged writes are reachable; waiting for a replica to return "
+                              "(or run `kvctl failover PARTITION --unclean`, which may lose writes)")
+    if not usable:
+        return Decision(None, "no replica that can be promoted is reachable")
+    if target is not None:
+        if target not in usable:
+            return Decision(None, f"target {target} is not a reachable, fully copied replica")
+        chosen = usable[target]
+    else:
+        chosen = max(usable.values(), key=lambda pos: pos.key)
+    new_state = replace(
+        state,
+        generation=state.generation + 1,
+        primary=chosen.node,
+        # Who is in sync is re-established from positions once the new primary streams.
+        in_sync=tuple(n for n in state.replicas if n in usable),
+        generation_start=chosen.seq,
+        snapshotting=(),
+    )
+    return Decision(new_state, f"promoted {chosen.node} at generation {chosen.generation} seq {chosen.seq}")
+
+
+def in_sync_set(state: PartitionState, live: set[str], seqs: dict[str, int | None], max_lag: int) -> tuple[str, ...]:
+    """Replicas that may take part in level ``all`` writes: the primary, and live replicas that are close
+    behind it according to their published positions."""
+    primary_seq = seqs.get(state.primary) if state.primary else None
+    members = []
+    for node in state.replicas:
+        if node == state.primary or node in live and primary_seq is not None and seqs.get(node) is not None \
+                and primary_seq - seqs[node] <= max_lag:
+            members.append(node)
+    return tuple(members)
