@@ -16,7 +16,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from kvmeta import zk
-from kvmeta.failover import ReplicaPosition, choose_primary, in_sync_set
+from kvmeta.failover import ReplicaPosition, choose_primary, in_sync_set, repair_replicas
 from kvmeta.nodeclient import NodeQueryError, query
 from kvmeta.placement import PlacementError, place_partitions
 from kvmeta.schema import ClusterPaths, MemberRecord, NodeRecord, OperationRecord, PartitionState
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # A replica further behind its primary than this many log entries leaves the in-sync set.
 IN_SYNC_MAX_LAG = 1000
 # How long a planned switch pauses writes on the old primary per attempt.
-SWITCH_PAUSE_SECONDS = 5.0
+SWITCH_PAUSE_SECONDS = 5
 
 
 class Controller:
@@ -101,7 +101,22 @@ class Controller:
             if state.primary is None or state.primary not in live:
                 self._fail_over(state, version, live)
         self._run_operations(live)
+        self._repair(config.replication_factor, live)
         self._update_in_sync(live)
+
+    def _repair(self, replication_factor: int, live: dict[str, NodeRecord]) -> None:
+        partitions = zk.read_partitions(self.client, self.paths)
+        load: dict[str, int] = {}
+        for state, _ in partitions.values():
+            for node in state.replicas:
+                load[node] = load.get(node, 0) + 1
+        for state, version in partitions.values():
+            if state.primary not in live:
+                continue
+            repaired = repair_replicas(state, sorted(live), replication_factor, load)
+            if repaired is not None and self._set_state(repaired, version):
+                log.info("partition %d: added replicas %s", state.partition,
+                         ", ".join(n for n in repaired.replicas if n not in state.replicas))
 
     # -- failover ----------------------------------------------------------------------------------
 

@@ -61,12 +61,18 @@ def choose_primary(state: PartitionState, answers: dict[str, ReplicaPosition], u
         chosen = usable[target]
     else:
         chosen = max(usable.values(), key=lambda pos: pos.key)
+    replicas = state.replicas
+    if len(usable) < needed:
+        # Unclean: the partition goes on with the replicas it has; returning nodes are added back as new
+        # replicas (repair_replicas) and copy the partition from the new primary.
+        replicas = tuple(n for n in state.replicas if n in usable)
     new_state = replace(
         state,
         generation=state.generation + 1,
         primary=chosen.node,
+        replicas=replicas,
         # Who is in sync is re-established from positions once the new primary streams.
-        in_sync=tuple(n for n in state.replicas if n in usable),
+        in_sync=tuple(n for n in replicas if n in usable),
         generation_start=chosen.seq,
         snapshotting=(),
     )
@@ -83,3 +89,15 @@ def in_sync_set(state: PartitionState, live: set[str], seqs: dict[str, int | Non
                 and primary_seq - seqs[node] <= max_lag:
             members.append(node)
     return tuple(members)
+
+
+def repair_replicas(state: PartitionState, live: list[str], replication_factor: int,
+                    load: dict[str, int]) -> PartitionState | None:
+    """A state that brings a partition short of replicas back to the replication factor with live nodes
+    (the least loaded first), or None if there is nothing to add. New replicas copy the partition by
+    snapshot and join the in-sync set once caught up."""
+    missing = replication_factor - len(state.replicas)
+    candidates = sorted((n for n in live if n not in state.replicas), key=lambda n: (load.get(n, 0), n))
+    if missing <= 0 or not candidates:
+        return None
+    return replace(state, replicas=state.replicas + tuple(candidates[:missing]))

@@ -44,10 +44,11 @@ def divergent_replicas(cluster: LocalCluster, nodes: set[str] | None = None) -> 
     """Replicas whose data or seq differ from their primary's; empty when every replica converged."""
     problems = []
     for partition, state in sorted(partition_states(cluster).items()):
+        secondaries = [n for n in state.secondaries if nodes is None or n in nodes]
+        if not secondaries:
+            continue
         primary_seq, primary_data = replica_dump(cluster, state.primary, partition)
-        for node_id in state.secondaries:
-            if nodes is not None and node_id not in nodes:
-                continue
+        for node_id in secondaries:
             seq, data = replica_dump(cluster, node_id, partition)
             if seq != primary_seq or data != primary_data:
                 problems.append(f"partition {partition}: {node_id} at seq {seq} with {len(data)} keys, primary "

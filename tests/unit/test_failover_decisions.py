@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvmeta.failover import ReplicaPosition, choose_primary, in_sync_set, replicas_needed
+from kvmeta.failover import ReplicaPosition, choose_primary, in_sync_set, repair_replicas, replicas_needed
 from kvmeta.schema import PartitionState
 
 STATE = PartitionState(3, 4, "a", ("a", "b", "c"), ("a", "b", "c"))
@@ -26,7 +26,8 @@ def test_a_newer_generation_beats_a_longer_log():
 def test_one_surviving_replica_of_three_is_not_enough_without_unclean():
     decision = choose_primary(STATE, {"b": pos("b", 4, 10)})
     assert decision.new_state is None and "--unclean" in decision.reason
-    assert choose_primary(STATE, {"b": pos("b", 4, 10)}, unclean=True).new_state.primary == "b"
+    forced = choose_primary(STATE, {"b": pos("b", 4, 10)}, unclean=True).new_state
+    assert (forced.primary, forced.replicas) == ("b", ("b",)), "it goes on with the replicas it has"
 
 
 def test_a_replica_receiving_a_snapshot_is_never_promoted_nor_counted():
@@ -63,3 +64,10 @@ def test_in_sync_keeps_live_replicas_close_behind_the_primary():
     seqs = {"a": 100, "b": 95, "c": 10}
     assert in_sync_set(STATE, {"a", "b", "c"}, seqs, max_lag=50) == ("a", "b")
     assert in_sync_set(STATE, {"a", "c"}, {"a": 100, "b": 100, "c": 100}, max_lag=50) == ("a", "c")
+
+
+def test_a_partition_short_of_replicas_gets_live_nodes_back_least_loaded_first():
+    state = PartitionState(0, 5, "b", ("b",), ("b",))
+    repaired = repair_replicas(state, ["a", "b", "c", "d"], 3, {"a": 4, "c": 1, "d": 2})
+    assert repaired.replicas == ("b", "c", "d") and repaired.in_sync == ("b",)
+    assert repair_replicas(STATE, ["a", "b", "c", "d"], 3, {}) is None
