@@ -13,6 +13,7 @@ from twisted.internet import defer
 from kvcommon.commands import DATA_COMMANDS, CommandSpec, check_arity, unknown_command, wrong_arity
 from kvcommon.errors import CommandError, KVError
 from kvcommon.resp import OK, PONG, ErrorReply, Status, Verbatim
+from kvmeta.schema import READ_LEVELS, WRITE_LEVELS
 from kvproxy.routing import reassemble, split_keys, split_pairs
 from kvproxy.service import ProxyService
 
@@ -59,6 +60,7 @@ class Commands:
             b"client": self.client, b"command": self.command, b"info": self.info, b"dbsize": self.dbsize,
             b"mget": self.mget, b"mset": self.mset, b"del": self.count_keys, b"unlink": self.count_keys,
             b"exists": self.count_keys, b"config": self.config,
+            b"kv.writelevel": self.write_level, b"kv.readlevel": self.read_level,
         }
 
     def execute(self, session: ClientSession, args: list[bytes]):
@@ -143,6 +145,32 @@ class Commands:
         return d
 
     # -- answered by the proxy -------------------------------------------------------------------------
+
+    def write_level(self, session: ClientSession, args):
+        """KV.WRITELEVEL [1|quorum|all]: this connection's write level (no argument: the current one)."""
+        if len(args) > 2:
+            raise wrong_arity("kv.writelevel")
+        if len(args) == 1:
+            return (session.write_level or "default").encode()
+        level = args[1].decode("utf-8", "replace").lower()
+        if level not in WRITE_LEVELS and level != "default":
+            raise CommandError(f"write level must be 1, quorum, all or default, not '{level}'")
+        session.write_level = None if level == "default" else level
+        session.update_options()
+        return OK
+
+    def read_level(self, session: ClientSession, args):
+        """KV.READLEVEL [strong|eventual]: this connection's read level (no argument: the current one)."""
+        if len(args) > 2:
+            raise wrong_arity("kv.readlevel")
+        if len(args) == 1:
+            return session.read_level.encode()
+        level = args[1].decode("utf-8", "replace").lower()
+        if level not in READ_LEVELS:
+            raise CommandError(f"read level must be strong or eventual, not '{level}'")
+        session.read_level = level
+        session.update_options()
+        return OK
 
     def ping(self, session, args):
         if len(args) > 2:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -138,3 +139,20 @@ def test_kvctl_status_and_locate_describe_the_cluster(cluster):
     table = subprocess.run(kvctl + ["status", "--dir", str(cluster.dir)], check=True, capture_output=True,
                            text=True).stdout
     assert "Partitions" in table and "node1" in table
+
+
+def test_write_and_read_levels_are_chosen_per_connection(cluster):
+    r = proxy_client(cluster, single_connection_client=True)
+    assert r.execute_command("KV.WRITELEVEL") == b"default"
+    for level in ("1", "all", "quorum"):
+        assert r.execute_command("KV.WRITELEVEL", level) == b"OK"
+        r.set(f"level-{level}", level)
+    assert r.execute_command("KV.READLEVEL", "eventual") == b"OK"
+    deadline = time.monotonic() + 5
+    while r.get("level-quorum") != b"quorum" and time.monotonic() < deadline:
+        time.sleep(0.05)  # an eventual read may come from a secondary that is a moment behind
+    assert r.get("level-quorum") == b"quorum"
+    with pytest.raises(redis.ResponseError, match="write level must be"):
+        r.execute_command("KV.WRITELEVEL", "most")
+    with pytest.raises(redis.ResponseError, match="read level must be"):
+        r.execute_command("KV.READLEVEL", "sometimes")
