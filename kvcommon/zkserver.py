@@ -10,8 +10,8 @@ whose manifest pulls its dependencies), run with a generated ``zoo.cfg``::
     server.restart()    # same port, same data: sessions survive if they reconnect within their timeout
     server.stop()
 
-The tick is short (500 ms) so that clients may ask for session timeouts from one second up: failure
-detection in tests and local clusters then takes seconds, not tens of seconds.
+The tick is short (200 ms) so that clients may ask for session timeouts from 400 ms up, and sessions
+expire within a tick of their timeout: a dead node is noticed in about two seconds, not tens of seconds.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class ZooKeeperServer:
         data_dir: str | os.PathLike,
         port: int = 0,
         host: str = "127.0.0.1",
-        tick_ms: int = 500,
+        tick_ms: int = 200,
         max_session_timeout_ms: int = 60_000,
         log_path: str | os.PathLike | None = None,
         heap_mb: int = 256,

@@ -60,6 +60,10 @@ class Controller:
         self._wake.set()
 
     @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
     def is_leader(self) -> bool:
         return self._is_leader
 

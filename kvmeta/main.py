@@ -38,7 +38,7 @@ def main(zk_address: str, cluster: str, controller_id: str, log_level: str) -> N
     except zk.CoordinationError as err:
         sys.exit(f"kvmeta: {err.message}")
     except Exception:
-        if not controller._stopped.is_set():
+        if not controller.stopped:
             raise
     finally:
         client.stop()

@@ -13,8 +13,8 @@ from kvmeta.schema import ClusterConfig, ClusterPaths, NodeRecord, PartitionStat
 
 log = logging.getLogger(__name__)
 
-# Short enough that a dead primary is noticed within a couple of seconds, long enough to ride out a
-# garbage-collection pause of ZooKeeper itself.
+# For the controller, proxies and kvctl: how long they may be cut off before ZooKeeper forgets them.
+# Nodes choose their own (kvnode --session-timeout), shorter, since it bounds failover time.
 DEFAULT_SESSION_TIMEOUT = 4.0
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger("kvnode")
 @click.option("--cache-mb", type=int, default=64, show_default=True, help="LevelDB block cache")
 @click.option("--sync/--no-sync", default=False, show_default=True,
               help="fsync every group commit (survives a machine crash, not only a process crash)")
-@click.option("--session-timeout", type=float, default=4.0, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
+@click.option("--session-timeout", type=float, default=2.0, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
               help="ZooKeeper session timeout in seconds: how fast a dead node is noticed (and how long a "
                    "stall may last before a live node is taken for dead)")
 @click.option("--log-level", default="INFO", show_default=True)
@@ -37,7 +37,9 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
 
     from kvmeta import zk
     from kvmeta.schema import NodeRecord
+    from kvnode.compaction import COMPACT_INTERVAL
     from kvnode.coordination import NodeCoordinator
+    from kvnode.expiry import SWEEP_INTERVAL
     from kvnode.protocol import NodeFactory
     from kvnode.replication.follower import PING_INTERVAL
     from kvnode.service import NodeService
@@ -75,6 +77,8 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         log.info("stopped")
 
     task.LoopingCall(service.trim_logs).start(5.0, now=False)
+    task.LoopingCall(service.sweep_expired).start(SWEEP_INTERVAL, now=False)
+    task.LoopingCall(service.compactor.tick).start(COMPACT_INTERVAL, now=False)
     task.LoopingCall(service.follower.ping).start(PING_INTERVAL, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))

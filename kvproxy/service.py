@@ -20,6 +20,9 @@ from kvproxy.routing import ClusterView, Route
 log = logging.getLogger(__name__)
 
 RETRYABLE = (b"-NOTPRIMARY", b"-TRYAGAIN")
+# Retries wake on every map change; between changes they poll at most this far apart, since a new primary
+# may start serving (its followers reconnect) a moment after the map names it.
+MAX_RETRY_DELAY = 0.1
 
 
 def _retryable(reply: bytes) -> bool:
@@ -96,7 +99,7 @@ class ProxyService:
                     "the cluster may be failing over or short of live nodes: retry later, and check "
                     "`kvctl status`")
             yield self._map_change_or_timeout(min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
             route = self._route(partition, eventual)
             if route is None:
                 why = "no live primary"

@@ -104,7 +104,10 @@ class PrimaryLink:
 
     def _failed(self, reason) -> None:
         self.connecting = False
-        log.info("replication link to %s failed: %s; retrying", self.primary, reason.getErrorMessage())
+        # Once per outage: while the primary is down this repeats with back-off until a failover.
+        if self.backoff == RETRY_DELAY:
+            log.info("replication link to %s failed: %s; retrying with back-off", self.primary,
+                     reason.getErrorMessage())
         self._retry_later()
 
     def _retry_later(self) -> None:
