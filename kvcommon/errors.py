@@ -41,6 +41,16 @@ class TryAgainError(KVError):
     code = "TRYAGAIN"
 
 
+class OutcomeUnknownError(KVError):
+    """A write was sent and may or may not have been applied: it must not be retried blindly.
+
+    Its own code, unlike TRYAGAIN, which promises that nothing was done: proxies (and Redis Cluster
+    clients) retry TRYAGAIN, and retrying a write that did take effect could overwrite newer writes.
+    """
+
+    code = "UNCERTAIN"
+
+
 class NotPrimaryError(KVError):
     """A node was asked to act as a partition's primary but is not, or the caller routed by an old map.
 
@@ -80,7 +90,7 @@ def error_from_reply(text: str) -> KVError:
             return NotPrimaryError(partition, generation, None if primary == "none" else primary)
         except (IndexError, ValueError):
             pass
-    for cls in (TryAgainError, WrongTypeError, ReadOnlyError, ClusterDownError):
+    for cls in (TryAgainError, WrongTypeError, ReadOnlyError, ClusterDownError, OutcomeUnknownError):
         if code == cls.code:
             return cls(message)
     err = KVError(message)

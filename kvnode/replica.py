@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from twisted.internet import defer
 
-from kvcommon.errors import TryAgainError
+from kvcommon.errors import OutcomeUnknownError
 from kvmeta.schema import PartitionState
 from kvnode.storage.records import LogEntry, PartitionMeta
 
@@ -26,10 +26,11 @@ class Role(enum.Enum):
 class PendingEntry:
     """A log entry the primary appended whose write level is not yet reached."""
 
-    __slots__ = ("seq", "level", "keys", "_waiters", "done")
+    __slots__ = ("seq", "version", "level", "keys", "_waiters", "done")
 
-    def __init__(self, seq: int, level: str, keys: Iterable[bytes]):
+    def __init__(self, seq: int, level: str, keys: Iterable[bytes], version: int = 0):
         self.seq = seq
+        self.version = version
         self.level = level
         self.keys = tuple(keys)
         self._waiters: list[defer.Deferred] = []
@@ -86,11 +87,22 @@ class Replica:
         seq = self.meta.seq + 1
         entry = LogEntry(self.generation, seq, version, tuple(writes.items()))
         self.meta = self.meta.advance(seq)
-        pending = PendingEntry(seq, level, writes)
+        pending = PendingEntry(seq, level, writes, version)
         self._pending[level].append(pending)
         for key, raw in writes.items():
             self.pending_keys[key] = (raw, pending)
         return entry, pending
+
+    def pending_up_to(self, version: int) -> list[PendingEntry]:
+        """The entries not yet at their write level whose version is at or below ``version``."""
+        # A primary's versions increase with seq, so within a level they are a prefix of the queue.
+        found = []
+        for queue in self._pending.values():
+            for pending in queue:
+                if pending.version > version:
+                    break
+                found.append(pending)
+        return found
 
     def pending_raw(self, key: bytes) -> tuple[bytes | None, PendingEntry] | None:
         return self.pending_keys.get(key)
@@ -144,7 +156,7 @@ class Replica:
 
     def abandon_pending(self, reason: str) -> None:
         """Fail every write still waiting: this replica stopped being primary before they completed."""
-        error = TryAgainError(
+        error = OutcomeUnknownError(
             f"partition {self.partition} changed primary while the write was being replicated ({reason}); "
             "it may or may not have been applied: read the key before retrying"
         )

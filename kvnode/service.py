@@ -14,18 +14,22 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from kvcommon.commands import DATA_COMMANDS, check_arity, unknown_command
-from kvcommon.errors import CommandError, KVError, NotPrimaryError, TryAgainError
+from kvcommon.errors import CommandError, KVError, NotPrimaryError, OutcomeUnknownError, TryAgainError
 from kvcommon.hashing import partition_for
 from kvcommon.hlc import HybridClock
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
 from kvnode.commit import GroupCommit
+from kvnode.compaction import HistoryCompactor
+from kvnode.expiry import ExpirySweeper
 from kvnode.replica import PendingEntry, Replica, Role
 from kvnode.replication.follower import FollowerLinks
 from kvnode.replication.leader import LeaderStreams
+from kvnode.scan import ScanCursors, partition_items
 from kvnode.storage.interface import Engine
 from kvnode.storage.partition_store import PartitionStore
 from kvnode.storage.records import LogEntry, PartitionMeta, decode_value
+from kvnode.versions import VERSIONED_READS, VersionedReads
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,10 @@ class NodeService:
         self.follower = FollowerLinks(self)
         self.started_at = time.time()
         self.commands_processed = 0
+        self.scan_cursors = ScanCursors()
+        self.expiry = ExpirySweeper(self.store, self._writable_primaries, self._delete_expired)
+        self.versions = VersionedReads(self)
+        self.compactor = HistoryCompactor(self)
 
     # -- what ZooKeeper tells us -------------------------------------------------------------------
 
@@ -157,9 +165,13 @@ class NodeService:
             if partition is None:
                 partition = self._partition_of(keys)
             replica = self.replicas.get(partition)
-            self._check_route(replica, partition, generation, spec.is_write or options.read_level == "strong")
+            # Reads at a version need the primary: only it knows which writes are still pending.
+            self._check_route(replica, partition, generation,
+                              spec.is_write or options.read_level == "strong" or name in VERSIONED_READS)
             if name == b"dbsize":
                 return self.store.count_keys(partition)
+            if name in VERSIONED_READS:
+                return self.versions.execute(replica, args)
             if spec.is_write:
                 return self._write(replica, spec.name, args, options)
             return self._read(replica, args)
@@ -229,28 +241,43 @@ class NodeService:
 
         return read
 
+    def _context(self, replica: Replica, waits: list[PendingEntry], version: int) -> CommandContext:
+        return CommandContext(self._reader(replica, waits), _now_ms(), version, partition=replica.partition,
+                              items=lambda start, reverse: partition_items(self.store, replica, start, reverse),
+                              cursors=self.scan_cursors)
+
     def _read(self, replica: Replica, args: list[bytes]):
         waits: list[PendingEntry] = []
-        ctx = CommandContext(self._reader(replica, waits), _now_ms(), 0)
+        ctx = self._context(replica, waits, 0)
         reply = HANDLERS[args[0].lower()](ctx, args)
+        if ctx.expired and self._writable(replica):
+            # The read came across expired keys: delete them, without making the reader wait.
+            self._append(replica, self.clock.now(), ctx.changes())
         if not waits:
             return reply
         return self._after(waits, reply)
 
     def _write(self, replica: Replica, name: str, args: list[bytes], options: RequestOptions):
         waits: list[PendingEntry] = []
-        ctx = CommandContext(self._reader(replica, waits), _now_ms(), self.clock.now())
+        ctx = self._context(replica, waits, self.clock.now())
         reply = HANDLERS[args[0].lower()](ctx, args)
-        if not ctx.writes:
+        writes = ctx.changes()
+        if not writes:
             return self._after(waits, reply) if waits else reply
-        level = options.write_level or (self.config.write_level if self.config else "quorum")
-        entry, pending = replica.append(ctx.version, ctx.writes, level)
-        waits.append(pending)
+        waits.append(self._append(replica, ctx.version, writes, options.write_level))
+        return self._after(waits, reply)
+
+    def _append(self, replica: Replica, version: int, writes: dict[bytes, bytes | None],
+                level: str | None = None) -> PendingEntry:
+        """Append one log entry on the primary and queue it for the group commit."""
+        level = level or (self.config.write_level if self.config else "quorum")
+        entry, pending = replica.append(version, writes, level)
         meta = replica.meta
         partition = replica.partition
         self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta),
                         lambda: self._primary_committed(replica, entry))
-        return self._after(waits, reply)
+        self.expiry.note(partition, writes)
+        return pending
 
     def _after(self, waits: list[PendingEntry], reply) -> defer.Deferred:
         d = waits[0].wait() if len(waits) == 1 else defer.gatherResults([w.wait() for w in waits],
@@ -261,7 +288,7 @@ class NodeService:
         return d
 
     def _timed_out(self, result, timeout):
-        return TryAgainError(
+        return OutcomeUnknownError(
             f"the write was applied on the primary but did not reach its write level within {timeout:.0f}s "
             "(too few replicas acknowledged); it may or may not survive a failover"
         )
@@ -307,7 +334,7 @@ class NodeService:
     def snapshot_data(self, partition: int, items: list[bytes]) -> None:
         def fill(batch):
             for i in range(0, len(items), 2):
-                self.store.put_data(batch, partition, items[i], items[i + 1])
+                self.store.put_snapshot_row(batch, partition, items[i], items[i + 1])
 
         self.commit.add(fill)
 
@@ -330,6 +357,32 @@ class NodeService:
             replica.on_ack(follower, seq)
 
     # -- upkeep ------------------------------------------------------------------------------------
+
+    def sweep_expired(self) -> int:
+        """Delete some expired keys of the partitions this node is primary of (kvnode.expiry)."""
+        return self.expiry.tick(_now_ms())
+
+    def _writable(self, replica: Replica) -> bool:
+        try:
+            self._check_route(replica, replica.partition, None, True)
+        except KVError:
+            return False
+        return True
+
+    def _writable_primaries(self) -> list[int]:
+        return [p for p, r in self.replicas.items() if r.role == Role.PRIMARY and self._writable(r)]
+
+    def _delete_expired(self, partition: int, keys: list[bytes]) -> int:
+        """Delete those of ``keys`` that are expired now, pending writes considered; returns how many."""
+        replica = self.replicas.get(partition)
+        if replica is None or not self._writable(replica):
+            return 0
+        ctx = self._context(replica, [], self.clock.now())
+        for key in keys:
+            ctx.record(key)
+        if ctx.expired:
+            self._append(replica, ctx.version, ctx.changes())
+        return len(ctx.expired)
 
     def trim_logs(self) -> None:
         """Drop log entries no follower needs: keep the last ``log_retention`` entries of each partition,

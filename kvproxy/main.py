@@ -26,7 +26,7 @@ log = logging.getLogger("kvproxy")
 def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
     """Run a proxy: Redis clients connect here."""
     setup_logging(f"kvproxy[{proxy_id}]", log_level)
-    from twisted.internet import reactor
+    from twisted.internet import reactor, task
     from twisted.internet.error import CannotListenError
 
     from kvmeta import zk
@@ -36,7 +36,9 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
     from kvproxy.protocol import ClientFactory
     from kvproxy.service import ProxyService
 
-    service = ProxyService(reactor, NodePool(reactor))
+    pool = NodePool(reactor)
+    service = ProxyService(reactor, pool)
+    task.LoopingCall(pool.check_stuck).start(1.0, now=False)
     commands = Commands(service, proxy_id, port)
     try:
         reactor.listenTCP(port, ClientFactory(commands, max_bulk_mb * 1024 * 1024), interface=host, backlog=1024)

@@ -17,6 +17,9 @@ from kvcommon.resp import RawReply, encode_command, reply_end
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
+# A node that has not answered a request for this long is taken for unreachable and its connection closed.
+# Longer than a node's own write timeout (10 s), so a slow write gets its node's answer first.
+REQUEST_TIMEOUT = 12.0
 
 
 class NodeUnavailable(Exception):
@@ -33,6 +36,7 @@ class NodeConnection(protocol.Protocol):
         self.node = node
         self.buffer = bytearray()
         self.waiting: deque[defer.Deferred] = deque()
+        self.sent_at: deque[float] = deque()  # when each waiting request was sent, oldest first
         self.connected_d: defer.Deferred = defer.Deferred()
         self.lost = False
 
@@ -41,9 +45,10 @@ class NodeConnection(protocol.Protocol):
         self.transport.setTcpNoDelay(True)
         self.connected_d.callback(self)
 
-    def request(self, args: list) -> defer.Deferred:
+    def request(self, args: list, now: float) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         self.waiting.append(d)
+        self.sent_at.append(now)
         self.transport.write(encode_command(args))
         return d
 
@@ -59,30 +64,50 @@ class NodeConnection(protocol.Protocol):
                 return
             reply = RawReply(buffer[pos:end])
             pos = end
+            self.sent_at.popleft()
             waiting.popleft().callback(reply)
         del buffer[:pos]
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.lost = True
         waiting, self.waiting = self.waiting, deque()
+        self.sent_at.clear()
+        why = self.abort_reason or "connection lost before the reply"
         for d in waiting:
-            d.errback(NodeUnavailable(self.node, "connection lost before the reply", sent=True))
+            d.errback(NodeUnavailable(self.node, why, sent=True))
+
+    abort_reason = ""
+
+    def abort_if_stuck(self, now: float, timeout: float) -> None:
+        """Close the connection if its oldest request has waited too long: the node is cut off or hung, and
+        every request behind it would wait too (replies come in order)."""
+        if self.sent_at and now - self.sent_at[0] > timeout:
+            self.abort_reason = f"no answer within {timeout:.0f}s"
+            log.warning("node %s has not answered for %.0fs; closing the connection", self.node, timeout)
+            self.transport.abortConnection()
 
 
 class NodePool:
-    def __init__(self, reactor):
+    def __init__(self, reactor, request_timeout: float = REQUEST_TIMEOUT):
         self.reactor = reactor
+        self.request_timeout = request_timeout
         self._connections: dict[tuple[str, str, int], NodeConnection] = {}
-        self._connecting: dict[tuple[str, str, int], defer.Deferred] = {}
+        self._connecting: dict[tuple[str, str, int], list[defer.Deferred]] = {}
 
     def request(self, node: str, host: str, port: int, args: list) -> defer.Deferred:
         key = (node, host, port)
         conn = self._connections.get(key)
         if conn is not None and not conn.lost:
-            return conn.request(args)
+            return conn.request(args, self.reactor.seconds())
         d = self._connect(key)
-        d.addCallback(lambda c: c.request(args))
+        d.addCallback(lambda c: c.request(args, self.reactor.seconds()))
         return d
+
+    def check_stuck(self) -> None:
+        """Run periodically: close connections whose oldest request is overdue."""
+        now = self.reactor.seconds()
+        for conn in list(self._connections.values()):
+            conn.abort_if_stuck(now, self.request_timeout)
 
     def _connect(self, key: tuple[str, str, int]) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()

@@ -13,7 +13,7 @@ import random
 
 from twisted.internet import defer
 
-from kvcommon.errors import ClusterDownError, TryAgainError
+from kvcommon.errors import ClusterDownError, OutcomeUnknownError
 from kvproxy.pool import NodePool, NodeUnavailable
 from kvproxy.routing import ClusterView, Route
 
@@ -65,30 +65,31 @@ class ProxyService:
     def send(self, partition: int, args: list, options: bytes = b"-", readonly: bool = False,
              eventual: bool = False) -> defer.Deferred:
         """Run ``args`` on the partition; fires with the node's reply as a RawReply, or a KVError."""
+        # The retry budget counts from now, when the client's request arrived, however long attempts take.
+        request = (partition, args, options, readonly, eventual, self.reactor.seconds())
         route = self._route(partition, eventual)
         if route is None:
-            return self._retry(partition, args, options, readonly, eventual, "no live primary")
+            return self._retry(*request, "no live primary")
         d = self.pool.request(route.node, route.host, route.port,
                               [b"PX", partition, route.generation, options, *args])
-        d.addCallbacks(self._check, self._failed,
-                       callbackArgs=(partition, args, options, readonly, eventual),
-                       errbackArgs=(partition, args, options, readonly, eventual))
+        d.addCallbacks(self._check, self._failed, callbackArgs=request, errbackArgs=request)
         return d
 
-    def _check(self, reply, partition, args, options, readonly, eventual):
+    def _check(self, reply, *request):
         if _retryable(reply):
-            return self._retry(partition, args, options, readonly, eventual, str(reply))
+            return self._retry(*request, str(reply))
         return reply
 
-    def _failed(self, failure, partition, args, options, readonly, eventual):
+    def _failed(self, failure, *request):
         failure.trap(NodeUnavailable)
+        readonly = request[3]
         if failure.value.sent and not readonly:
             return _maybe_applied(failure.value)
-        return self._retry(partition, args, options, readonly, eventual, str(failure.value))
+        return self._retry(*request, str(failure.value))
 
     @defer.inlineCallbacks
-    def _retry(self, partition, args, options, readonly, eventual, why: str):
-        deadline = self.reactor.seconds() + self.retry_seconds
+    def _retry(self, partition, args, options, readonly, eventual, started: float, why: str):
+        deadline = started + self.retry_seconds
         delay = 0.02
         while True:
             self.retries += 1
@@ -118,6 +119,6 @@ class ProxyService:
             return reply
 
 
-def _maybe_applied(err: NodeUnavailable) -> TryAgainError:
-    return TryAgainError(f"the connection to {err} broke after the command was sent; it may or may not "
-                         "have been applied: read the key before retrying")
+def _maybe_applied(err: NodeUnavailable) -> OutcomeUnknownError:
+    return OutcomeUnknownError(f"the connection to {err} broke after the command was sent; it may or may not "
+                               "have been applied: read the key before retrying")
