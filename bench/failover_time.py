@@ -67,11 +67,12 @@ def main() -> None:
             cluster.down()
     figures = {
         "trials": len(times), "median_s": round(statistics.median(times), 3), "worst_s": round(max(times), 3),
-        "best_s": round(min(times), 3), "zookeeper_session_timeout_s": args.session_timeout, "times_s": [round(t, 3) for t in times],
+        "best_s": round(min(times), 3), "zookeeper_session_timeout_s": args.session_timeout,
+        "times_s": [round(t, 3) for t in times],
     }
     print(f"kill -9 of a primary to the first acknowledged write on the new one, {len(times)} trials "
-          f"(ZooKeeper session timeout {args.session_timeout:g} s): median {figures['median_s']:.2f} s, worst {figures['worst_s']:.2f} s, "
-          f"best {figures['best_s']:.2f} s")
+          f"(ZooKeeper session timeout {args.session_timeout:g} s): median {figures['median_s']:.2f} s, "
+          f"worst {figures['worst_s']:.2f} s, best {figures['best_s']:.2f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(figures, f, indent=2)
