@@ -4,7 +4,7 @@ Starts a local cluster (3 nodes, replication factor 3, write level quorum), then
 one partition in a tight loop, kills that partition's primary, measures until a write succeeds again,
 restarts the killed node and waits for the cluster to converge. Prints the median and worst case.
 
-    .venv/bin/python bench/failover_time.py [--trials 20] [--session-timeout 2] [--out FILE]
+    .venv/bin/python bench/failover_time.py [--trials 20] [--session-timeout 1.5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def one_trial(cluster: LocalCluster, client: redis.Redis, partition: int) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--session-timeout", type=float, default=2.0,
+    parser.add_argument("--session-timeout", type=float, default=1.5,
                         help="the nodes' ZooKeeper session timeout in seconds")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()

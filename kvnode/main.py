@@ -25,7 +25,7 @@ log = logging.getLogger("kvnode")
 @click.option("--cache-mb", type=int, default=64, show_default=True, help="LevelDB block cache")
 @click.option("--sync/--no-sync", default=False, show_default=True,
               help="fsync every group commit (survives a machine crash, not only a process crash)")
-@click.option("--session-timeout", type=float, default=2.0, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
+@click.option("--session-timeout", type=float, default=1.5, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
               help="ZooKeeper session timeout in seconds: how fast a dead node is noticed (and how long a "
                    "stall may last before a live node is taken for dead)")
 @click.option("--log-level", default="INFO", show_default=True)
