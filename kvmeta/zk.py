@@ -50,9 +50,11 @@ def read_config(client: KazooClient, paths: ClusterPaths) -> ClusterConfig:
     return ClusterConfig.decode(data)
 
 
-def read_live_nodes(client: KazooClient, paths: ClusterPaths) -> dict[str, NodeRecord]:
+def read_live_nodes(client: KazooClient, paths: ClusterPaths, children: list[str] | None = None
+                    ) -> dict[str, NodeRecord]:
+    """The records of the live nodes (of ``children``, when a watch already listed them)."""
     nodes = {}
-    for node_id in client.get_children(paths.nodes):
+    for node_id in client.get_children(paths.nodes) if children is None else children:
         try:
             data, _ = client.get(paths.node(node_id))
         except NoNodeError:

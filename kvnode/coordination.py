@@ -94,14 +94,7 @@ class NodeCoordinator:
             self.reactor.callFromThread(self.service.on_config, ClusterConfig.decode(data))
 
     def _on_nodes(self, children: list[str]) -> bool:
-        nodes = {}
-        for node_id in children:
-            try:
-                data, _ = self.client.get(self.paths.node(node_id))
-            except NoNodeError:
-                continue
-            nodes[node_id] = NodeRecord.decode(data)
-        self.reactor.callFromThread(self.service.on_live_nodes, nodes)
+        self.reactor.callFromThread(self.service.on_live_nodes, zk.read_live_nodes(self.client, self.paths, children))
         return not self._stopped
 
     def _on_partitions(self, children: list[str]) -> bool:

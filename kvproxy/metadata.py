@@ -10,7 +10,7 @@ import logging
 import os
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NodeExistsError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from kvmeta import zk
@@ -62,14 +62,7 @@ class MapWatcher:
             log.warning("re-registering the proxy failed: %s", err)
 
     def _on_nodes(self, children: list[str]) -> bool:
-        nodes = {}
-        for node_id in children:
-            try:
-                data, _ = self.client.get(self.paths.node(node_id))
-            except NoNodeError:
-                continue
-            nodes[node_id] = NodeRecord.decode(data)
-        self.reactor.callFromThread(self._set_nodes, nodes)
+        self.reactor.callFromThread(self._set_nodes, zk.read_live_nodes(self.client, self.paths, children))
         return not self._stopped
 
     def _set_nodes(self, nodes: dict[str, NodeRecord]) -> None:
