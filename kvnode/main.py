@@ -77,6 +77,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         log.info("stopped")
 
     task.LoopingCall(service.trim_logs).start(5.0, now=False)
+    task.LoopingCall(service.expire_overdue).start(0.25, now=False)
     task.LoopingCall(service.sweep_expired).start(SWEEP_INTERVAL, now=False)
     task.LoopingCall(service.compactor.tick).start(COMPACT_INTERVAL, now=False)
     task.LoopingCall(service.follower.ping).start(PING_INTERVAL, now=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -28,7 +29,7 @@ from kvnode.replication.leader import LeaderStreams
 from kvnode.scan import ScanCursors, partition_items
 from kvnode.storage.interface import Engine
 from kvnode.storage.partition_store import PartitionStore
-from kvnode.storage.records import LogEntry, PartitionMeta, decode_value
+from kvnode.storage.records import LogEntry, PartitionMeta, decode_value, version_of
 from kvnode.versions import VERSIONED_READS, VersionedReads
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class NodeService:
         self.write_timeout = write_timeout
         self.log_retention = log_retention
         self.lease_seconds = lease_seconds
+        self._overdue: deque[tuple[float, defer.Deferred, bool]] = deque()
         self.config: ClusterConfig | None = None
         self.replicas: dict[int, Replica] = {}
         self.live_nodes: dict[str, NodeRecord] = {}
@@ -255,7 +257,7 @@ class NodeService:
             self._append(replica, self.clock.now(), ctx.changes())
         if not waits:
             return reply
-        return self._after(waits, reply)
+        return self._after(waits, reply, writing=False)
 
     def _write(self, replica: Replica, name: str, args: list[bytes], options: RequestOptions):
         waits: list[PendingEntry] = []
@@ -263,9 +265,9 @@ class NodeService:
         reply = HANDLERS[args[0].lower()](ctx, args)
         writes = ctx.changes()
         if not writes:
-            return self._after(waits, reply) if waits else reply
+            return self._after(waits, reply, writing=False) if waits else reply
         waits.append(self._append(replica, ctx.version, writes, options.write_level))
-        return self._after(waits, reply)
+        return self._after(waits, reply, writing=True)
 
     def _append(self, replica: Replica, version: int, writes: dict[bytes, bytes | None],
                 level: str | None = None) -> PendingEntry:
@@ -279,19 +281,36 @@ class NodeService:
         self.expiry.note(partition, writes)
         return pending
 
-    def _after(self, waits: list[PendingEntry], reply) -> defer.Deferred:
-        d = waits[0].wait() if len(waits) == 1 else defer.gatherResults([w.wait() for w in waits],
-                                                                       consumeErrors=True)
-        d.addCallback(lambda _: reply)
-        d.addTimeout(self.write_timeout, self.reactor, onTimeoutCancel=self._timed_out)
-        d.addErrback(_unwrap_first_error)
-        return d
+    def _after(self, waits: list[PendingEntry], reply, writing: bool) -> defer.Deferred:
+        """The reply, once every write in ``waits`` reached its level, or an error after ``write_timeout``."""
+        out: defer.Deferred = defer.Deferred()
+        done = waits[0].wait() if len(waits) == 1 else defer.gatherResults([w.wait() for w in waits],
+                                                                          consumeErrors=True)
+        done.addCallback(lambda _: reply)
+        done.addErrback(_unwrap_first_error)
+        done.addBoth(lambda result: out.called or out.callback(result))
+        if not out.called:
+            # One sweep (expire_overdue) instead of a timer per request: deadlines come in order.
+            self._overdue.append((self.reactor.seconds() + self.write_timeout, out, writing))
+        return out
 
-    def _timed_out(self, result, timeout):
-        return OutcomeUnknownError(
-            f"the write was applied on the primary but did not reach its write level within {timeout:.0f}s "
-            "(too few replicas acknowledged); it may or may not survive a failover"
-        )
+    def expire_overdue(self) -> None:
+        """Answer the requests that waited longer than ``write_timeout``; run it periodically."""
+        now = self.reactor.seconds()
+        overdue = self._overdue
+        while overdue and overdue[0][0] <= now:
+            _, out, writing = overdue.popleft()
+            if not out.called:
+                out.callback(self._overdue_error(writing))
+
+    def _overdue_error(self, writing: bool) -> KVError:
+        timeout = self.write_timeout
+        if writing:
+            return OutcomeUnknownError(
+                f"the write was applied on the primary but did not reach its write level within {timeout:.0f}s "
+                "(too few replicas acknowledged); it may or may not survive a failover")
+        return TryAgainError(f"a key this command reads has a write that did not reach its write level within "
+                             f"{timeout:.0f}s (too few replicas acknowledged); retry shortly")
 
     def _primary_committed(self, replica: Replica, entry: LogEntry) -> None:
         replica.on_committed(entry.seq)
@@ -336,6 +355,9 @@ class NodeService:
             for i in range(0, len(items), 2):
                 self.store.put_snapshot_row(batch, partition, items[i], items[i + 1])
 
+        # As with entries: once promoted, this replica's versions must follow those it holds.
+        if items:
+            self.clock.observe(max(version_of(items[i]) for i in range(1, len(items), 2)))
         self.commit.add(fill)
 
     def end_snapshot(self, partition: int, on_commit) -> None:
@@ -360,7 +382,12 @@ class NodeService:
 
     def sweep_expired(self) -> int:
         """Delete some expired keys of the partitions this node is primary of (kvnode.expiry)."""
-        return self.expiry.tick(_now_ms())
+        try:
+            return self.expiry.tick(_now_ms())
+        except Exception:
+            # Runs from a LoopingCall, which would stop for good on an exception: log it and go on next tick.
+            log.exception("the sweep of expired keys failed")
+            return 0
 
     def _writable(self, replica: Replica) -> bool:
         try:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
-import platform
-import sys
+import random
 import time
 
 from twisted.internet import defer
@@ -13,7 +11,10 @@ from twisted.internet import defer
 from kvcommon.commands import DATA_COMMANDS, CommandSpec, check_arity, unknown_command, wrong_arity
 from kvcommon.errors import CommandError, KVError
 from kvcommon.resp import OK, PONG, ErrorReply, Status, Verbatim
+from kvcommon.strings import lcs_command
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS
+from kvproxy import info, keyspace
+from kvproxy.ranges import RangeCommands
 from kvproxy.routing import reassemble, split_keys, split_pairs
 from kvproxy.service import ProxyService
 
@@ -22,6 +23,8 @@ REDIS_VERSION = "7.2.0"
 SERVER_NAME = "kvstore"
 
 _client_ids = itertools.count(1)
+# Identifies this proxy process in INFO, as Redis's run_id identifies a server process.
+_RUN_ID = f"{random.getrandbits(160):040x}"
 
 
 class ClientSession:
@@ -62,6 +65,11 @@ class Commands:
             b"exists": self.count_keys, b"config": self.config,
             b"kv.writelevel": self.write_level, b"kv.readlevel": self.read_level,
         }
+        self.local.update({
+            b"touch": self.count_keys, b"scan": self.scan, b"keys": self.keys, b"randomkey": self.randomkey,
+            b"flushall": self.flush, b"flushdb": self.flush, b"time": self.time,
+        })
+        self.local.update(RangeCommands(service).handlers())
 
     def execute(self, session: ClientSession, args: list[bytes]):
         self.service.commands_processed += 1
@@ -71,9 +79,11 @@ class Commands:
             if handler is not None:
                 return handler(session, args)
             spec = DATA_COMMANDS.get(name)
-            if spec is None:
+            if spec is None or spec.routing == "internal":
                 return unknown_command(args)
             check_arity(spec, args)
+            if spec.routing == "same":
+                return self._same_partition(session, spec, args)
             return self._single(session, spec, args)
         except KVError as err:
             return err
@@ -88,23 +98,9 @@ class Commands:
     def _single(self, session: ClientSession, spec: CommandSpec, args: list[bytes]):
         return self._send(session, spec, self.service.view.partition_of(args[1]), args)
 
-    def mget(self, session: ClientSession, args: list[bytes]):
-        spec = DATA_COMMANDS[b"mget"]
-        check_arity(spec, args)
-        keys = args[1:]
-        groups = split_keys(self.service.view, keys)
-        if len(groups) == 1:
-            return self._send(session, spec, next(iter(groups)), args)
-        requests = [self._send(session, spec, p, [args[0], *(keys[i] for i in positions)])
-                    for p, positions in groups.items()]
-        d = defer.gatherResults(requests, consumeErrors=True)
-        d.addCallback(lambda replies: _first_error(replies) or reassemble(
-            len(keys), [(positions, reply.value()) for positions, reply in zip(groups.values(), replies,
-                                                                               strict=True)]))
-        return d
-
-    def count_keys(self, session: ClientSession, args: list[bytes]):
-        """DEL, UNLINK, EXISTS: split by partition and add up the counts."""
+    def _split_by_key(self, session: ClientSession, args: list[bytes], merge):
+        """Send each partition the command with its share of the keys; ``merge(groups, replies)`` combines
+        the replies (the first error wins). One partition: the command goes as it is."""
         spec = DATA_COMMANDS[args[0].lower()]
         check_arity(spec, args)
         keys = args[1:]
@@ -114,8 +110,17 @@ class Commands:
         requests = [self._send(session, spec, p, [args[0], *(keys[i] for i in positions)])
                     for p, positions in groups.items()]
         d = defer.gatherResults(requests, consumeErrors=True)
-        d.addCallback(lambda replies: _first_error(replies) or sum(reply.value() for reply in replies))
+        d.addCallback(lambda replies: _first_error(replies) or merge(groups, replies))
         return d
+
+    def mget(self, session: ClientSession, args: list[bytes]):
+        return self._split_by_key(session, args, lambda groups, replies: reassemble(
+            len(args) - 1, [(positions, reply.value()) for positions, reply in zip(groups.values(), replies,
+                                                                                   strict=True)]))
+
+    def count_keys(self, session: ClientSession, args: list[bytes]):
+        """DEL, UNLINK, EXISTS, TOUCH: split by partition and add up the counts."""
+        return self._split_by_key(session, args, lambda groups, replies: sum(reply.value() for reply in replies))
 
     def mset(self, session: ClientSession, args: list[bytes]):
         """MSET across partitions: each partition's share is atomic; the whole is not (see docs/commands.md)."""
@@ -135,6 +140,28 @@ class Commands:
         d.addCallback(lambda replies: _first_error(replies) or OK)
         return d
 
+    def _same_partition(self, session: ClientSession, spec: CommandSpec, args: list[bytes]):
+        """MSETNX, RENAME, RENAMENX, COPY, BITOP, LCS: atomic on the primary of their keys' one partition.
+
+        Keys in different partitions are refused, as Redis Cluster refuses keys in different slots, except
+        for LCS, which only reads: it reads both keys and compares them here.
+        """
+        partitions = {self.service.view.partition_of(key) for key in spec.keys(args)}
+        if len(partitions) == 1:
+            d = self._send(session, spec, partitions.pop(), args)
+            return d.addCallback(_lcs_map) if spec.name == "lcs" else d
+        if spec.name == "lcs":
+            return self._lcs_across(session, args)
+        return ErrorReply(f"CROSSSLOT keys of {spec.name.upper()} are in different partitions; put them in one "
+                          "partition with a {hash tag}, e.g. {user1}:a and {user1}:b")
+
+    def _lcs_across(self, session: ClientSession, args: list[bytes]):
+        get = DATA_COMMANDS[b"get"]
+        reads = [self._single(session, get, [b"GET", key]) for key in args[1:3]]
+        d = defer.gatherResults(reads, consumeErrors=True)
+        d.addCallback(_lcs_of, args[3:])
+        return d
+
     def dbsize(self, session: ClientSession, args: list[bytes]):
         spec = DATA_COMMANDS[b"dbsize"]
         check_arity(spec, args)
@@ -143,6 +170,72 @@ class Commands:
         d = defer.gatherResults(requests, consumeErrors=True)
         d.addCallback(lambda replies: _first_error(replies) or sum(reply.value() for reply in replies))
         return d
+
+    # -- the whole keyspace ----------------------------------------------------------------------------
+
+    def _every_partition(self, session: ClientSession, args: list[bytes], partitions=None) -> defer.Deferred:
+        """Send the command to each partition (all by default); fires with the list of replies."""
+        spec = DATA_COMMANDS[args[0].lower()]
+        check_arity(spec, args)
+        if partitions is None:
+            partitions = range(self.service.view.partition_count)
+        return defer.gatherResults([self._send(session, spec, p, args) for p in partitions], consumeErrors=True)
+
+    def flush(self, session: ClientSession, args: list[bytes]):
+        """FLUSHALL, FLUSHDB: every partition empties itself; not atomic across partitions."""
+        d = self._every_partition(session, args)
+        d.addCallback(lambda replies: _first_error(replies) or OK)
+        return d
+
+    def keys(self, session: ClientSession, args: list[bytes]):
+        check_arity(DATA_COMMANDS[b"keys"], args)
+        pinned = keyspace.pattern_partition(args[1], self.service.view.partition_count)
+        d = self._every_partition(session, args, None if pinned is None else [pinned])
+        d.addCallback(lambda replies: _first_error(replies) or [key for r in replies for key in r.value()])
+        return d
+
+    def randomkey(self, session: ClientSession, args: list[bytes]):
+        """A key of a random partition: the partitions are asked one at a time, in random order, until one
+        has a key."""
+        spec = DATA_COMMANDS[b"randomkey"]
+        check_arity(spec, args)
+        count = self.service.view.partition_count
+        return self._first_random_key(session, spec, args, random.sample(range(count), count))
+
+    @defer.inlineCallbacks
+    def _first_random_key(self, session: ClientSession, spec: CommandSpec, args: list[bytes], order: list[int]):
+        for partition in order:
+            reply = yield self._send(session, spec, partition, args)
+            if isinstance(reply, KVError) or reply.is_error or reply.value() is not None:
+                return reply
+        return None
+
+    def scan(self, session: ClientSession, args: list[bytes]):
+        """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]: one step of one partition (kvproxy.keyspace)."""
+        if len(args) < 2:
+            raise wrong_arity("scan")
+        cursor = keyspace.parse_cursor(args[1])
+        options = keyspace.parse_scan_options(args[2:])
+        partitions = self.service.view.partition_count
+        partition, token = keyspace.split_cursor(cursor)
+        pinned = keyspace.pattern_partition(options.pattern, partitions)
+        if pinned is not None and cursor == 0:
+            partition = pinned
+        if options.other_type or partition >= partitions:
+            return [b"0", []]
+        step = [b"KV.SCAN", b"%d" % token, b"%d" % options.count]
+        if options.pattern is not None:
+            step.append(options.pattern)
+        # Always the primary: the token names a position only the node that handed it out knows.
+        d = self.service.send(partition, step, session.options, readonly=True)
+        d.addCallback(_scan_reply, partition, partitions, pinned is not None)
+        return d
+
+    def time(self, session, args):
+        if len(args) != 1:
+            raise wrong_arity("time")
+        micros = time.time_ns() // 1000
+        return [b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)]
 
     # -- answered by the proxy -------------------------------------------------------------------------
 
@@ -255,13 +348,14 @@ class Commands:
 
     def command(self, session, args):
         sub = args[1].lower() if len(args) > 1 else None
+        public = [spec for spec in DATA_COMMANDS.values() if spec.routing != "internal"]
         if sub is None:
-            return [_command_info(spec) for spec in DATA_COMMANDS.values()]
+            return [_command_info(spec) for spec in public]
         if sub == b"count":
-            return len(DATA_COMMANDS) + len(self.local)
+            return len({spec.name.encode() for spec in public} | set(self.local))
         if sub == b"info":
-            return [_command_info(DATA_COMMANDS[n.lower()]) if n.lower() in DATA_COMMANDS else None
-                    for n in args[2:]]
+            known = {spec.name.encode(): spec for spec in public}
+            return [_command_info(known[n.lower()]) if n.lower() in known else None for n in args[2:]]
         if sub == b"docs":
             return {}
         raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try COMMAND HELP.")
@@ -269,44 +363,36 @@ class Commands:
     def config(self, session, args):
         if len(args) < 2:
             raise wrong_arity("config")
-        if args[1].lower() != b"get" or len(args) < 3:
+        sub = args[1].lower()
+        if sub == b"get":
+            if len(args) < 3:
+                raise wrong_arity("config|get")
+            return info.config_get(args[2:], self.port)
+        if sub in (b"set", b"rewrite", b"resetstat"):
             raise CommandError("CONFIG supports only GET on a kvstore proxy; cluster settings are changed "
                                "with kvctl")
-        known = {b"save": b"", b"appendonly": b"yes", b"databases": b"1", b"maxmemory": b"0",
-                 b"cluster-enabled": b"no", b"timeout": b"0"}
-        reply = {}
-        for pattern in args[2:]:
-            for name, value in known.items():
-                if pattern.lower() == name or pattern == b"*":
-                    reply[name] = value
-        return reply
+        raise CommandError(f"unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
 
     def info(self, session, args):
+        sections = info.wanted_sections(args[1:])
         view = self.service.view
-        primaries = sum(1 for p in range(view.partition_count) if view.primary_route(p) is not None)
-        sections = {
-            "Server": [
-                ("redis_version", REDIS_VERSION), ("kvstore_role", "proxy"), ("kvstore_proxy_id", self.proxy_id),
-                ("redis_mode", "standalone"), ("os", f"{platform.system()} {platform.release()}"),
-                ("arch_bits", "64" if sys.maxsize > 2**32 else "32"), ("process_id", os.getpid()),
-                ("tcp_port", self.port), ("uptime_in_seconds", int(time.time() - self.started)),
-            ],
-            "Clients": [("connected_clients", self.connected_clients)],
-            "Stats": [("total_commands_processed", self.service.commands_processed),
-                      ("kvstore_routing_retries", self.service.retries)],
-            "Replication": [("role", "master"), ("connected_slaves", 0)],
-            "Cluster": [("cluster_enabled", 0), ("kvstore_partitions", view.partition_count),
-                        ("kvstore_partitions_with_primary", primaries), ("kvstore_live_nodes", len(view.nodes))],
-        }
-        wanted = {a.decode("utf-8", "replace").lower() for a in args[1:]}
-        lines = []
-        for title, fields in sections.items():
-            if wanted and not wanted & {title.lower(), "all", "everything", "default"}:
-                continue
-            lines.append(f"# {title}")
-            lines += [f"{name}:{value}" for name, value in fields]
-            lines.append("")
-        return Verbatim("\r\n".join(lines))
+        facts = info.ProxyFacts(
+            redis_version=REDIS_VERSION, proxy_id=self.proxy_id, port=self.port, started=self.started,
+            run_id=_RUN_ID, connected_clients=self.connected_clients,
+            commands_processed=self.service.commands_processed, routing_retries=self.service.retries,
+            partitions=view.partition_count,
+            partitions_with_primary=sum(1 for p in range(view.partition_count) if view.primary_route(p)),
+            live_nodes=len(view.nodes))
+        if "keyspace" not in sections:
+            return Verbatim(info.render(sections, facts))
+
+        def with_keys(total):
+            if not isinstance(total, int):
+                return total  # an error
+            facts.keys = total
+            return Verbatim(info.render(sections, facts))
+
+        return self.dbsize(session, [b"DBSIZE"]).addCallback(with_keys)
 
 
 def _command_info(spec: CommandSpec) -> list:
@@ -320,3 +406,31 @@ def _first_error(replies: list):
         if isinstance(reply, KVError) or reply.is_error:
             return reply
     return None
+
+
+def _scan_reply(reply, partition: int, partitions: int, only_partition: bool):
+    """A node's ``[token, keys]`` for one step of a partition, as SCAN's ``[cursor, keys]``."""
+    if isinstance(reply, KVError) or reply.is_error:
+        return reply
+    token, keys = reply.value()
+    return [b"%d" % keyspace.next_cursor(partition, token, partitions, only_partition), keys]
+
+
+def _lcs_map(reply):
+    """A node's LCS IDX reply is a flat array, nodes speaking RESP2: make it the map RESP3 clients get."""
+    if isinstance(reply, KVError) or not reply.startswith(b"*"):
+        return reply
+    flat = reply.value()
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _lcs_of(replies: list, options: list[bytes]):
+    """LCS of two keys read from different partitions."""
+    error = _first_error(replies)
+    if error is not None:
+        return error
+    first, second = (reply.value() or b"" for reply in replies)
+    try:
+        return lcs_command(first, second, options)
+    except KVError as err:
+        return err

@@ -100,7 +100,8 @@ class FollowerStream:
     # -- snapshot ----------------------------------------------------------------------------------
 
     def _send_snapshot(self) -> None:
-        """Send every key of the partition as of the last committed entry, then continue with the log."""
+        """Send every key of the partition, with its history, as of the last committed entry, then continue
+        with the log."""
         self.live = False
         service = self.streams.service
         store = service.store
@@ -108,7 +109,7 @@ class FollowerStream:
         view = store.engine.snapshot()
         meta = self.replica.meta.at(self.replica.committed_seq)
         self.conn.transport.write(encode([b"SNAP-BEGIN", self.partition, encode_meta(meta)]))
-        items = store.iterate_data(self.partition, snapshot=view)
+        items = store.snapshot_rows(self.partition, snapshot=view)
         self.next_seq = meta.seq + 1
         self.streams.snapshots_sent += 1
 

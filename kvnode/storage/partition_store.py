@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 from kvnode.storage import keys
+from kvnode.storage.history import tombstone
 from kvnode.storage.interface import CorruptionError, Engine, Snapshot, WriteBatch
 from kvnode.storage.records import (
     LogEntry,
@@ -100,8 +101,9 @@ class PartitionStore:
         meta: PartitionMeta,
         payload: bytes | None = None,
     ) -> None:
-        """Add to ``batch`` the writes of one log entry: its operations on data keys, the entry itself
-        under its log key, and ``meta``, the partition's meta once the entry is applied.
+        """Add to ``batch`` the writes of one log entry: its operations on data keys and their history
+        records at the entry's version, the entry itself under its log key, and ``meta``, the partition's
+        meta once the entry is applied.
 
         ``payload`` is ``encode_entry(entry)`` when the caller already has it (a secondary receives it on
         the stream), to save encoding it again. The batch may gather entries of several partitions, and
@@ -111,11 +113,17 @@ class PartitionStore:
             raise ValueError(f"partition {partition}: meta at seq {meta.seq} for log entry {entry.seq}")
         prefix = keys.data_prefix(partition)
         put, delete = batch.put, batch.delete
+        history_key, version = keys.history_key, entry.version
+        deleted = None
         for user_key, record in entry.ops:
             if record is None:
                 delete(prefix + user_key)
+                if deleted is None:
+                    deleted = tombstone(version)
+                put(history_key(partition, user_key, version), deleted)
             else:
                 put(prefix + user_key, record)
+                put(history_key(partition, user_key, version), record)
         put(keys.log_key(partition, entry.seq), encode_entry(entry) if payload is None else payload)
         put(keys.meta_key(partition), encode_meta(meta))
 
@@ -127,6 +135,21 @@ class PartitionStore:
     def put_data(self, batch: WriteBatch, partition: int, user_key: bytes, record: bytes) -> None:
         """Add one key's raw value record to ``batch`` without a log entry: a snapshot copy."""
         batch.put(keys.data_key(partition, user_key), record)
+
+    def snapshot_rows(self, partition: int, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's data and history for a snapshot copy: ``(row, raw)`` where ``row`` is the
+        store key without its partition (``put_snapshot_row`` puts it back)."""
+        for kind in (keys.DATA, keys.HISTORY):
+            start, stop = keys.partition_range(kind, partition)
+            for key, raw in self.engine.iterate(start, stop, snapshot=snapshot):
+                yield kind + key[keys.PREFIX_LENGTH:], raw
+
+    def put_snapshot_row(self, batch: WriteBatch, partition: int, row: bytes, raw: bytes) -> None:
+        """Add one row of ``snapshot_rows`` to ``batch``."""
+        kind = row[:1]
+        if kind not in (keys.DATA, keys.HISTORY):
+            raise CorruptionError(f"partition {partition}: snapshot row of unknown kind {kind!r}")
+        batch.put(keys.partition_range(kind, partition)[0] + row[1:], raw)
 
     # The deletes below name the keys the engine holds when they are called: keys put earlier in the same,
     # not yet committed batch are not seen and survive.
@@ -154,13 +177,14 @@ class PartitionStore:
         return self._delete_range(batch, self._log_key_after(partition, seq), stop)
 
     def drop_partition(self, batch: WriteBatch, partition: int) -> int:
-        """Add to ``batch`` the deletion of the partition's data, log and meta; returns how many keys.
+        """Add to ``batch`` the deletion of the partition's data, history, log and meta; returns how many
+        keys.
 
         One batch, so a crash never leaves half a partition; it holds every key of the partition, so it
         costs memory in proportion to the key count.
         """
         count = 0
-        for kind in (keys.DATA, keys.LOG, keys.META):
+        for kind in (keys.DATA, keys.HISTORY, keys.LOG, keys.META):
             count += self._delete_range(batch, *keys.partition_range(kind, partition))
         return count
 

@@ -87,7 +87,10 @@ def test_a_write_that_cannot_reach_its_level_times_out_with_a_clear_error():
     service, clock = make_service()
     write = service.execute([b"SET", b"k", b"v"], 0, 3)
     clock.advance(0)
+    read = service.execute([b"GET", b"k"], 0, 3)
     clock.advance(5)
+    service.expire_overdue()
+    assert isinstance(result_of(read), TryAgainError), "a read did nothing: it may simply be retried"
     error = result_of(write)
     assert isinstance(error, OutcomeUnknownError), "not TRYAGAIN: a retry could overwrite newer writes"
     assert "may or may not survive" in error.message

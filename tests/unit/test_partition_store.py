@@ -234,11 +234,12 @@ def test_a_log_key_holding_another_seq_is_corrupt(store):
 # -- dropping -----------------------------------------------------------------------------------------
 
 
-def test_drop_partition_removes_data_log_and_meta_of_that_partition_only(store):
+def test_drop_partition_removes_data_history_log_and_meta_of_that_partition_only(store):
     fill_log(store, 2, 3)
     fill_log(store, 3, 5)
     fill_log(store, 4, 2)
-    assert commit(store, lambda batch: store.drop_partition(batch, 3), sync=True) == 5 + 5 + 1
+    # five data keys, their five history records, five log entries and the meta
+    assert commit(store, lambda batch: store.drop_partition(batch, 3), sync=True) == 5 + 5 + 5 + 1
     assert store.read_meta(3) == PartitionMeta()
     assert store.count_keys(3) == 0
     assert store.first_log_seq(3) is None

@@ -282,7 +282,7 @@ def test_the_last_partition_range_ends_at_the_next_kind():
 def test_check_schema_marks_an_empty_store():
     engine = MemoryEngine()
     keys.check_schema(engine, "/data")
-    assert engine.get(keys.SCHEMA_KEY) == b"1"
+    assert engine.get(keys.SCHEMA_KEY) == b"2"
     keys.check_schema(engine, "/data")
 
 
@@ -295,7 +295,8 @@ def put(engine, key, value):
 @pytest.mark.parametrize(
     "contents, message",
     [
-        ({keys.SCHEMA_KEY: b"2"}, "data directory /data has storage schema 2; this kvnode reads schema 1"),
+        ({keys.SCHEMA_KEY: b"3"}, "data directory /data has storage schema 3; this kvnode reads schema 2"),
+        ({keys.SCHEMA_KEY: b"1"}, "data directory /data has storage schema 1, which keeps no version history"),
         ({keys.SCHEMA_KEY: b"\xff"}, "data directory /data has an unreadable storage schema marker"),
         ({b"d\x00\x00\x00\x00k": b"v"}, "data directory /data holds data but no storage schema marker"),
     ],

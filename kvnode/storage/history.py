@@ -1,0 +1,118 @@
+"""Reading and compacting a partition's version history (the ``v`` keys of keys.py).
+
+Every applied write leaves one history record per key it changed, keyed by the entry's version; a delete
+leaves a KIND_TOMBSTONE record. Reading "as of" version ``v`` takes, for each key, the newest record with a
+version at or below ``v``. These functions return raw records, tombstones included: callers decide what
+is live (``is_live``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from struct import Struct
+
+from kvcommon.hlc import version_ms
+from kvnode.storage import keys
+from kvnode.storage.interface import Engine, Snapshot
+from kvnode.storage.records import KIND_TOMBSTONE, encode_value, expire_at_of, kind_of
+
+_U64 = Struct(">Q")
+_VERSION_BYTES = _U64.size
+
+
+def tombstone(version: int) -> bytes:
+    """The history record of a delete at ``version``."""
+    return encode_value(version, b"", 0, KIND_TOMBSTONE)
+
+
+def is_live(raw: bytes, version: int) -> bool:
+    """Whether a record read as of ``version`` holds a value: not a delete, and not expired at the
+    wall time of ``version`` (so a read as of a version answers the same whenever it runs)."""
+    if kind_of(raw) == KIND_TOMBSTONE:
+        return False
+    expire_at = expire_at_of(raw)
+    return not expire_at or expire_at > version_ms(version)
+
+
+def read_as_of(engine: Engine, partition: int, user_key: bytes, version: int,
+               snapshot: Snapshot | None = None) -> bytes | None:
+    """The key's newest history record with a version at or below ``version``, or None."""
+    prefix = keys.history_key_prefix(partition, user_key)
+    start = prefix + _U64.pack(keys.MAX_VERSION - version)
+    for _, raw in engine.iterate(start, keys.prefix_successor(prefix), snapshot=snapshot):
+        return raw
+    return None
+
+
+def items_as_of(engine: Engine, partition: int, start: bytes, end: bytes | None, version: int,
+                reverse: bool = False, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """``(user key, raw record)`` as of ``version`` for the keys in ``[start, end)`` (``end`` None: no
+    upper bound), ascending or descending; keys without a version at or below ``version`` are left out.
+    """
+    rows = engine.iterate(keys.history_bound(partition, start), keys.history_bound(partition, end),
+                          reverse, snapshot)
+    # A key's version is at or below ``version`` exactly when its inverted version, the key's last 8 bytes,
+    # is at or above ``~version``: comparing the bytes saves decoding every version.
+    floor = _U64.pack(keys.MAX_VERSION - version)
+    cut = -_VERSION_BYTES
+    user_key = keys.user_key_of_history
+    if not reverse:
+        # Newest version first: the first one at or below ``version`` is the answer for its key.
+        done = None
+        for key, raw in rows:
+            identity = key[:cut]
+            if identity == done or key[cut:] < floor:
+                continue
+            done = identity
+            yield user_key(key), raw
+        return
+    # Descending, each key's versions come oldest first: the answer is the last one at or below ``version``.
+    current = found = found_key = None
+    for key, raw in rows:
+        identity = key[:cut]
+        if identity != current:
+            if found is not None:
+                yield user_key(found_key), found
+            current, found = identity, None
+        if key[cut:] >= floor:
+            found, found_key = raw, key
+    if found is not None:
+        yield user_key(found_key), found
+
+
+def compactable(engine: Engine, partition: int, cutoff: int, resume: bytes | None,
+                budget: int) -> tuple[list[bytes], bytes | None, int]:
+    """History keys of the partition that no read at ``cutoff`` or later needs, from ``resume`` (a history
+    key position; None: the partition's start) on, reading about ``budget`` records.
+
+    For each user key, every version newer than ``cutoff`` is kept, and so is the newest one at or below it
+    unless it reads as absent there (a tombstone, or expired by then); older ones go. Returns the keys to
+    delete, where to resume (None once the partition is done) and how many records it read. A key's
+    versions are read to the end even past the budget, so a resumed pass starts at a key's newest version.
+    """
+    start, stop = keys.partition_range(keys.HISTORY, partition)
+    doomed: list[bytes] = []
+    current = None
+    kept_old = False
+    read = 0
+    cut = -_VERSION_BYTES
+    for key, raw in engine.iterate(start if resume is None else resume, stop):
+        identity = key[:cut]
+        if identity != current:
+            if read >= budget:
+                return doomed, identity, read
+            current, kept_old = identity, False
+        read += 1
+        if _version_of(key) > cutoff:
+            continue
+        if kept_old:
+            doomed.append(key)
+        else:
+            kept_old = True
+            if not is_live(raw, cutoff):
+                doomed.append(key)
+    return doomed, None, read
+
+
+def _version_of(history_key: bytes) -> int:
+    return keys.MAX_VERSION - _U64.unpack_from(history_key, len(history_key) - _VERSION_BYTES)[0]

@@ -1,0 +1,155 @@
+"""The version history: key encoding order, reads as of a version, snapshot rows, compaction."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvcommon.hlc import LOGICAL_BITS
+from kvnode.storage import LevelDBEngine, LogEntry, MemoryEngine, PartitionStore, WriteBatch, encode_value, keys
+from kvnode.storage.history import compactable, is_live, items_as_of, read_as_of
+from kvnode.storage.records import KIND_TOMBSTONE, kind_of, value_of
+
+user_keys = st.binary(max_size=8)
+versions = st.integers(min_value=0, max_value=keys.MAX_VERSION)
+
+
+@given(a=user_keys, b=user_keys, va=versions, vb=versions)
+def test_history_keys_sort_by_user_key_then_newest_version_first(a, b, va, vb):
+    ka, kb = keys.history_key(7, a, va), keys.history_key(7, b, vb)
+    if a != b:
+        assert (ka < kb) == (a < b)
+    else:
+        assert (ka < kb) == (va > vb)
+    assert keys.split_history_key(ka) == (a, va)
+
+
+@given(key=user_keys, bound=user_keys, version=versions)
+def test_a_history_bound_splits_keys_as_the_user_key_order_does(key, bound, version):
+    assert (keys.history_key(3, key, version) >= keys.history_bound(3, bound)) == (key >= bound)
+    assert keys.history_key(3, key, version) < keys.history_bound(3, None)
+    assert keys.history_key(4, key, version) > keys.history_bound(3, None)
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def store(request, tmp_path):
+    engine = MemoryEngine() if request.param == "memory" else LevelDBEngine(tmp_path, cache_bytes=1 << 20)
+    yield PartitionStore(engine)
+    engine.close()
+
+
+def v(ms, logical=0):
+    return (ms << LOGICAL_BITS) | logical
+
+
+class Writer:
+    def __init__(self, store, partition=1):
+        self.store, self.partition = store, partition
+        self.meta = store.read_meta(partition).begin_generation(1)
+
+    def write(self, version, *ops, expire_at_ms=0):
+        """Apply one entry at ``version``: ops are (key, value), or (key, None) for a delete."""
+        seq = self.meta.seq + 1
+        self.meta = self.meta.advance(seq)
+        encoded = tuple((k, None if val is None else encode_value(version, val, expire_at_ms)) for k, val in ops)
+        batch = WriteBatch()
+        self.store.apply(batch, self.partition, LogEntry(1, seq, version, encoded), self.meta)
+        self.store.engine.write(batch)
+
+
+def live_value(raw, version):
+    return value_of(raw) if raw is not None and is_live(raw, version) else None
+
+
+def test_reads_as_of_a_version_see_the_newest_write_at_or_below_it(store):
+    w = Writer(store)
+    w.write(v(10), (b"k", b"one"))
+    w.write(v(20), (b"k", b"two"), (b"other", b"x"))
+    w.write(v(30), (b"k", None))
+    w.write(v(40), (b"k", b"four"))
+    engine = store.engine
+    reads = {t: live_value(read_as_of(engine, 1, b"k", t), t) for t in (v(5), v(10), v(15), v(20), v(30), v(35),
+                                                                         v(40), v(99))}
+    assert reads == {v(5): None, v(10): b"one", v(15): b"one", v(20): b"two", v(30): None, v(35): None,
+                     v(40): b"four", v(99): b"four"}
+    assert kind_of(read_as_of(engine, 1, b"k", v(30))) == KIND_TOMBSTONE
+    # Another partition, and a key that is a prefix of another, do not mix.
+    assert read_as_of(engine, 2, b"k", v(99)) is None
+    assert read_as_of(engine, 1, b"", v(99)) is None
+    # The newest value stays in the data key, for GET.
+    assert value_of(store.get(1, b"k")) == b"four"
+
+
+def test_expired_records_read_as_absent_from_their_expiry_time(store):
+    w = Writer(store)
+    w.write(v(1000), (b"k", b"short"), expire_at_ms=2000)
+    assert live_value(read_as_of(store.engine, 1, b"k", v(1999)), v(1999)) == b"short"
+    assert live_value(read_as_of(store.engine, 1, b"k", v(2000)), v(2000)) is None
+
+
+def test_ranges_as_of_a_version_in_both_directions(store):
+    w = Writer(store)
+    w.write(v(10), (b"a", b"a1"), (b"a\x00", b"nul1"), (b"b", b"b1"), (b"c", b"c1"))
+    w.write(v(20), (b"a", b"a2"), (b"b", None), (b"d", b"d2"))
+    w.write(v(30), (b"a\x00", b"nul3"), (b"c", b"c3"))
+    other = Writer(store, 2)
+    other.write(v(15), (b"b", b"elsewhere"))
+
+    def live(start, end, version, reverse=False):
+        return [(k, value_of(raw)) for k, raw in items_as_of(store.engine, 1, start, end, version, reverse)
+                if is_live(raw, version)]
+
+    assert live(b"", None, v(10)) == [(b"a", b"a1"), (b"a\x00", b"nul1"), (b"b", b"b1"), (b"c", b"c1")]
+    assert live(b"", None, v(25)) == [(b"a", b"a2"), (b"a\x00", b"nul1"), (b"c", b"c1"), (b"d", b"d2")]
+    assert live(b"", None, v(30)) == [(b"a", b"a2"), (b"a\x00", b"nul3"), (b"c", b"c3"), (b"d", b"d2")]
+    assert live(b"", None, v(30), reverse=True) == list(reversed(live(b"", None, v(30))))
+    assert live(b"", None, v(25), reverse=True) == list(reversed(live(b"", None, v(25))))
+    assert live(b"a\x00", b"c", v(10)) == [(b"a\x00", b"nul1"), (b"b", b"b1")]
+    assert live(b"a\x00", b"c", v(10), reverse=True) == [(b"b", b"b1"), (b"a\x00", b"nul1")]
+    assert live(b"c", b"c", v(30)) == []
+    assert live(b"", None, v(5)) == []
+
+
+def test_snapshot_rows_copy_data_and_history_to_another_partition_store(store, tmp_path):
+    w = Writer(store, 3)
+    w.write(v(10), (b"k", b"one"), (b"gone", b"x"))
+    w.write(v(20), (b"k", b"two"), (b"gone", None))
+    copy = PartitionStore(MemoryEngine())
+    batch = WriteBatch()
+    for row, raw in store.snapshot_rows(3):
+        copy.put_snapshot_row(batch, 3, row, raw)
+    copy.engine.write(batch)
+    assert list(copy.engine.iterate()) == [kv for kv in store.engine.iterate() if keys.partition_of(kv[0]) == 3
+                                           and kv[0][:1] in (keys.DATA, keys.HISTORY)]
+    assert live_value(read_as_of(copy.engine, 3, b"gone", v(15)), v(15)) == b"x"
+
+
+def compact(store, partition, cutoff, budget=1000):
+    doomed, resume, _ = compactable(store.engine, partition, cutoff, None, budget)
+    while resume is not None:
+        more, resume, _ = compactable(store.engine, partition, cutoff, resume, budget)
+        doomed += more
+    batch = WriteBatch()
+    for key in doomed:
+        batch.delete(key)
+    store.engine.write(batch)
+    return len(doomed)
+
+
+@pytest.mark.parametrize("budget", [1, 2, 1000])
+def test_compaction_keeps_what_reads_at_or_after_the_cutoff_need(store, budget):
+    w = Writer(store)
+    w.write(v(10), (b"k", b"one"), (b"dead", b"x"), (b"old", b"o"))
+    w.write(v(20), (b"k", b"two"), (b"dead", None))
+    w.write(v(30), (b"k", b"three"))
+    w.write(v(40), (b"k", b"four"))
+    cutoff = v(30)
+    before = {(key, t): live_value(read_as_of(store.engine, 1, key, t), t)
+              for key in (b"k", b"dead", b"old") for t in (v(30), v(35), v(40), v(50))}
+    # k@10 and k@20 go (k@30 is the newest at the cutoff); the tombstone of "dead" and what it hides go.
+    assert compact(store, 1, cutoff, budget) == 4
+    after = {(key, t): live_value(read_as_of(store.engine, 1, key, t), t)
+             for key in (b"k", b"dead", b"old") for t in (v(30), v(35), v(40), v(50))}
+    assert after == before
+    assert [keys.split_history_key(k) for k in store.engine.keys(*keys.partition_range(keys.HISTORY, 1))] == [
+        (b"k", v(40)), (b"k", v(30)), (b"old", v(10))]
+    assert compact(store, 1, cutoff, budget) == 0
