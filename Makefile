@@ -31,7 +31,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 setup: system-packages $(VENV)/.installed
@@ -51,6 +51,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -q -m 'not slow'
+
+# Our cluster side by side with Redis; BENCH_ARGS=--quick for a smoke run (see README.md, Benchmarks).
+.PHONY: bench
+bench: setup
+	$(BIN)/kvctl bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from kvcommon.hashing import partition_for
 from kvmeta import zk
+from kvmeta.bench.command import bench
 from kvmeta.local import cluster_from_dir, local
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, ClusterPaths, OperationRecord
 
@@ -25,6 +26,7 @@ def cli():
 
 
 cli.add_command(local)
+cli.add_command(bench)
 
 
 def cluster_options(fn):

@@ -1,0 +1,61 @@
+"""CPU time and resident memory of processes, read from /proc (Linux).
+
+CPU is user + system time, so a process that sleeps costs nothing and one that spins on two threads
+counts twice: what matters for sizing cores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds ``pid`` has used so far (its threads included)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes."""
+    resident = Path(f"/proc/{pid}/statm").read_text().split()[1]
+    return int(resident) * PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A process whose CPU use is measured: ``name`` as shown in the report, ``role`` what it does."""
+
+    name: str
+    role: str
+    pid: int
+
+
+class CpuMeter:
+    """CPU seconds each watched process used between ``start()`` and ``stop()``."""
+
+    def __init__(self, processes: list[Watched]):
+        self.processes = processes
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {p.name: cpu_seconds(p.pid) for p in self.processes}
+
+    def stop(self) -> dict[str, float]:
+        return {p.name: cpu_seconds(p.pid) - self._before[p.name] for p in self.processes}
+
+
+def per_thousand(cpu: dict[str, float], operations: int) -> dict[str, float]:
+    """CPU seconds per 1 000 operations, per process and in total (``"total"``)."""
+    if operations <= 0:
+        return {}
+    out = {name: seconds * 1000 / operations for name, seconds in cpu.items()}
+    out["total"] = sum(cpu.values()) * 1000 / operations
+    return out
