@@ -71,6 +71,8 @@ class Replica:
         self.trimmed_before = 0
         # A planned switch of primary pauses writes (and strong reads) until this reactor time.
         self.paused_until = 0.0
+        # The primary's lease holds until this reactor time at least (kvnode.service.has_lease).
+        self.lease_until = 0.0
         # Primary only: the newest raw record of keys whose last write is not complete yet.
         self.pending_keys: dict[bytes, tuple[bytes | None, PendingEntry]] = {}
         self._pending: dict[str, deque[PendingEntry]] = {"1": deque(), "quorum": deque(), "all": deque()}
@@ -121,6 +123,7 @@ class Replica:
 
     def on_state(self, state: PartitionState) -> None:
         self.state = state
+        self.lease_until = 0.0  # the replica set may have changed
         self._complete_ready()
 
     def acked_by(self, seq: int) -> int:

@@ -185,16 +185,26 @@ class NodeService:
 
         A primary that was paused or cut off may have been replaced without knowing it yet; its followers
         have moved to the new primary, so its contacts grow old and it stops serving writes and strong
-        reads before a stale answer can be given.
+        reads before a stale answer can be given. The answer holds until the contacts that make the
+        majority grow old, so it is worked out again only then.
         """
-        replicas = replica.state.replicas
-        majority = len(replicas) // 2 + 1
-        if majority <= 1:
+        now = self.reactor.seconds()
+        if now < replica.lease_until:
             return True
-        recent = self.reactor.seconds() - self.lease_seconds
-        followers = {s.follower for s in self.leader.by_partition.get(replica.partition, ())
-                     if s.conn.last_contact >= recent and s.follower in replicas}
-        return 1 + len(followers) >= majority
+        replicas = replica.state.replicas
+        needed = len(replicas) // 2  # followers in touch needed besides this primary
+        if needed == 0:
+            replica.lease_until = float("inf")
+            return True
+        latest: dict[str, float] = {}
+        for stream in self.leader.by_partition.get(replica.partition, ()):
+            if stream.follower in replicas:
+                latest[stream.follower] = max(latest.get(stream.follower, 0.0), stream.conn.last_contact)
+        contacts = sorted(latest.values(), reverse=True)
+        if len(contacts) < needed:
+            return False
+        replica.lease_until = contacts[needed - 1] + self.lease_seconds
+        return now < replica.lease_until
 
     def _partition_of(self, keys: list[bytes]) -> int:
         if self.config is None:

@@ -57,7 +57,11 @@ def network_namespaces_unavailable() -> str | None:
         return f"`ip netns add` cannot run: {exc}"
     if result.returncode != 0:
         return f"`ip netns add` is not permitted here (needs root / CAP_SYS_ADMIN): {result.stderr.strip()}"
+    # Entering a namespace remounts /sys, which fails where / is no mount point (a chroot, for one).
+    inside = run_ip("-n", probe, "link", "set", "lo", "up", check=False)
     run_ip("netns", "del", probe, check=False)
+    if inside.returncode != 0:
+        return f"commands cannot run inside a network namespace here: {inside.stderr.strip()}"
     return None
 
 
