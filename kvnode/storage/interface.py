@@ -23,6 +23,19 @@ class CorruptionError(StorageError):
     """Bytes read from the store (or received as a log payload) do not decode."""
 
 
+class ClosedOnExit:
+    """``with x:`` closes ``x`` at the end: engines and snapshots hold resources until closed."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 class WriteBatch:
     """Puts and deletes that an engine commits atomically with ``Engine.write``.
 

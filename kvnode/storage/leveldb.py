@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from itertools import takewhile
-from types import TracebackType
 
 import plyvel
 
-from kvnode.storage.interface import CorruptionError, Snapshot, StorageError, WriteBatch
+from kvnode.storage.interface import ClosedOnExit, CorruptionError, Snapshot, StorageError, WriteBatch
 
 MiB = 1024 * 1024
 
 
-class LevelDBSnapshot:
+class LevelDBSnapshot(ClosedOnExit):
     """A LevelDB snapshot: pins the versions it can see until closed."""
 
     __slots__ = ("_engine", "_snapshot")
@@ -28,19 +27,8 @@ class LevelDBSnapshot:
             self._snapshot.close()
             self._snapshot = None
 
-    def __enter__(self) -> LevelDBSnapshot:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LevelDBEngine:
+class LevelDBEngine(ClosedOnExit):
     """A LevelDB store at ``path`` (a directory), with a bloom filter and an LRU block cache.
 
     ``cache_bytes`` sizes the block cache, ``bloom_bits`` the bloom filter (bits per key; about 1% false
@@ -147,17 +135,6 @@ class LevelDBEngine:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> LevelDBEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<LevelDBEngine {self.path}{' (closed)' if self._db.closed else ''}>"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from types import TracebackType
 
-from kvnode.storage.interface import Snapshot, StorageError, WriteBatch
+from kvnode.storage.interface import ClosedOnExit, Snapshot, StorageError, WriteBatch
 
 
 class _State:
@@ -23,7 +22,7 @@ class _State:
         self.keys = keys
 
 
-class MemorySnapshot:
+class MemorySnapshot(ClosedOnExit):
     __slots__ = ("_engine", "_state")
 
     def __init__(self, engine: MemoryEngine, state: _State):
@@ -33,19 +32,8 @@ class MemorySnapshot:
     def close(self) -> None:
         self._state = None
 
-    def __enter__(self) -> MemorySnapshot:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class MemoryEngine:
+class MemoryEngine(ClosedOnExit):
     """The engine contract in memory.
 
     Snapshots and iterators hold a reference to the current state instead of a copy; the next write
@@ -113,17 +101,6 @@ class MemoryEngine:
 
     def close(self) -> None:
         self._state = None
-
-    def __enter__(self) -> MemoryEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         if self._state is None:
