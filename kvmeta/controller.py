@@ -101,9 +101,14 @@ class Controller:
         missing = [p for p in range(config.partitions) if p not in partitions]
         if missing:
             self._assign_initial(missing, config.partitions, config.replication_factor, sorted(live))
+        primaries: dict[str, int] = {}
+        for state, _ in partitions.values():
+            primaries[state.primary] = primaries.get(state.primary, 0) + 1
         for state, version in partitions.values():
             if state.primary is None or state.primary not in live:
-                self._fail_over(state, version, live)
+                promoted = self._fail_over(state, version, live, primaries=primaries)
+                if promoted:
+                    primaries[promoted] = primaries.get(promoted, 0) + 1
         self._run_operations(live)
         self._repair(config.replication_factor, live)
         self._update_in_sync(live)
@@ -141,23 +146,25 @@ class Controller:
         return answers
 
     def _fail_over(self, state: PartitionState, version: int, live: dict[str, NodeRecord],
-                   unclean: bool = False, target: str | None = None) -> bool:
+                   unclean: bool = False, target: str | None = None, primaries: dict[str, int] | None = None
+                   ) -> str | None:
+        """Promote a new primary if that is safe; returns it, or None when the partition must wait."""
         started = time.monotonic()
         answers = self._positions(state, live, exclude=state.primary if state.primary not in live else None)
-        decision = choose_primary(state, answers, unclean=unclean, target=target)
+        decision = choose_primary(state, answers, unclean=unclean, target=target, primaries=primaries)
         if decision.new_state is None:
             if self._stuck_reported.get(state.partition) != decision.reason:
                 log.warning("partition %d: primary %s is down and no replica can take over: %s",
                             state.partition, state.primary, decision.reason)
                 self._stuck_reported[state.partition] = decision.reason
-            return False
+            return None
         if not self._set_state(decision.new_state, version):
-            return False
+            return None
         self._stuck_reported.pop(state.partition, None)
         log.info("partition %d: primary %s replaced: %s, generation %d (%.0f ms)", state.partition,
                  state.primary, decision.reason, decision.new_state.generation,
                  (time.monotonic() - started) * 1000)
-        return True
+        return decision.new_state.primary
 
     def _set_state(self, state: PartitionState, version: int) -> bool:
         """Write a partition state if nobody changed it since we read it (version-conditional)."""

@@ -42,10 +42,12 @@ def replicas_needed(replica_count: int) -> int:
 
 
 def choose_primary(state: PartitionState, answers: dict[str, ReplicaPosition], unclean: bool = False,
-                   target: str | None = None) -> Decision:
+                   target: str | None = None, primaries: dict[str, int] | None = None) -> Decision:
     """The state that promotes a new primary, or None with the reason the partition must wait.
 
     ``answers`` are the positions of the replicas that answered (never the failed primary's).
+    ``primaries`` counts the partitions each node leads: among equally up-to-date replicas the least
+    loaded is chosen, so a dead node's partitions spread over the survivors.
     """
     usable = {n: pos for n, pos in answers.items() if n in state.replicas and not pos.snapshotting}
     needed = replicas_needed(len(state.replicas))
@@ -60,7 +62,10 @@ def choose_primary(state: PartitionState, answers: dict[str, ReplicaPosition], u
             return Decision(None, f"target {target} is not a reachable, fully copied replica")
         chosen = usable[target]
     else:
-        chosen = max(usable.values(), key=lambda pos: pos.key)
+        primaries = primaries or {}
+        best = max(pos.key[:2] for pos in usable.values())
+        chosen = min((pos for pos in usable.values() if pos.key[:2] == best),
+                     key=lambda pos: (primaries.get(pos.node, 0), pos.node))
     replicas = state.replicas
     if len(usable) < needed:
         # Unclean: the partition goes on with the replicas it has; returning nodes are added back as new

@@ -71,3 +71,11 @@ def test_a_partition_short_of_replicas_gets_live_nodes_back_least_loaded_first()
     repaired = repair_replicas(state, ["a", "b", "c", "d"], 3, {"a": 4, "c": 1, "d": 2})
     assert repaired.replicas == ("b", "c", "d") and repaired.in_sync == ("b",)
     assert repair_replicas(STATE, ["a", "b", "c", "d"], 3, {}) is None
+
+
+def test_equally_up_to_date_replicas_share_the_dead_primarys_partitions():
+    answers = {"b": pos("b", 4, 10), "c": pos("c", 4, 10)}
+    assert choose_primary(STATE, answers, primaries={"b": 3, "c": 1}).new_state.primary == "c"
+    assert choose_primary(STATE, answers, primaries={"b": 0, "c": 1}).new_state.primary == "b"
+    ahead = {"b": pos("b", 4, 11), "c": pos("c", 4, 10)}
+    assert choose_primary(STATE, ahead, primaries={"b": 9}).new_state.primary == "b", "never at the cost of data"
