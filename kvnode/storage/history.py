@@ -18,6 +18,8 @@ from kvnode.storage.records import KIND_TOMBSTONE, encode_value, expire_at_of, k
 
 _U64 = Struct(">Q")
 _VERSION_BYTES = _U64.size
+# Rows of one key a range reads one by one before it seeks past the rest (items_as_of).
+JUMP_AFTER = 8
 
 
 def tombstone(version: int) -> bytes:
@@ -45,39 +47,79 @@ def read_as_of(engine: Engine, partition: int, user_key: bytes, version: int,
 
 
 def items_as_of(engine: Engine, partition: int, start: bytes, end: bytes | None, version: int,
-                reverse: bool = False, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+                reverse: bool = False, snapshot: Snapshot | None = None,
+                jump_after: int = JUMP_AFTER) -> Iterator[tuple[bytes, bytes]]:
     """``(user key, raw record)`` as of ``version`` for the keys in ``[start, end)`` (``end`` None: no
     upper bound), ascending or descending; keys without a version at or below ``version`` are left out.
+
+    Rows are read one by one, but once ``jump_after`` rows of one key were not the answer, a new iterator
+    seeks past that key's other versions: a key rewritten often costs a seek, not a walk over its history.
+    Later iterators may see newer writes than the first; those are above ``version`` and never read.
     """
-    rows = engine.iterate(keys.history_bound(partition, start), keys.history_bound(partition, end),
-                          reverse, snapshot)
+    low, high = keys.history_bound(partition, start), keys.history_bound(partition, end)
     # A key's version is at or below ``version`` exactly when its inverted version, the key's last 8 bytes,
     # is at or above ``~version``: comparing the bytes saves decoding every version.
     floor = _U64.pack(keys.MAX_VERSION - version)
+    if reverse:
+        return _descending(engine, low, high, floor, snapshot, jump_after)
+    return _ascending(engine, low, high, floor, snapshot, jump_after)
+
+
+def _ascending(engine, low, high, floor, snapshot, jump_after):
+    # Newest version first: the first one at or below the version is the answer for its key.
     cut = -_VERSION_BYTES
     user_key = keys.user_key_of_history
-    if not reverse:
-        # Newest version first: the first one at or below ``version`` is the answer for its key.
-        done = None
+    rows = engine.iterate(low, high, snapshot=snapshot)
+    current, answered, run = None, False, 0
+    while True:
         for key, raw in rows:
             identity = key[:cut]
-            if identity == done or key[cut:] < floor:
+            if identity != current:
+                current, answered, run = identity, False, 0
+            if answered or key[cut:] < floor:
+                run += 1
+                if run > jump_after:
+                    break
                 continue
-            done = identity
+            answered = True
             yield user_key(key), raw
-        return
-    # Descending, each key's versions come oldest first: the answer is the last one at or below ``version``.
+        else:
+            return
+        # Past the key's remaining versions, or straight to its newest version at or below the version.
+        restart = keys.prefix_successor(current) if answered else current + floor
+        rows = engine.iterate(restart, high, snapshot=snapshot)
+        run = 0
+
+
+def _descending(engine, low, high, floor, snapshot, jump_after):
+    # Each key's versions come oldest first: the answer is the last one at or below the version.
+    cut = -_VERSION_BYTES
+    user_key = keys.user_key_of_history
+    rows = engine.iterate(low, high, reverse=True, snapshot=snapshot)
     current = found = found_key = None
-    for key, raw in rows:
-        identity = key[:cut]
-        if identity != current:
+    run = 0
+    while True:
+        for key, raw in rows:
+            identity = key[:cut]
+            if identity != current:
+                if found is not None:
+                    yield user_key(found_key), found
+                current, found, run = identity, None, 0
+            run += 1
+            if run > jump_after:
+                break
+            if key[cut:] >= floor:
+                found, found_key = raw, key
+        else:
             if found is not None:
                 yield user_key(found_key), found
-            current, found = identity, None
-        if key[cut:] >= floor:
-            found, found_key = raw, key
-    if found is not None:
-        yield user_key(found_key), found
+            return
+        # Look the key's answer up directly, then go on below the key.
+        for key, raw in engine.iterate(current + floor, keys.prefix_successor(current), snapshot=snapshot):
+            yield user_key(key), raw
+            break
+        rows = engine.iterate(low, current, reverse=True, snapshot=snapshot)
+        current = found = None
 
 
 def compactable(engine: Engine, partition: int, cutoff: int, resume: bytes | None,

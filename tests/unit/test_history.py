@@ -1,7 +1,7 @@
 """The version history: key encoding order, reads as of a version, snapshot rows, compaction."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcommon.hlc import LOGICAL_BITS
@@ -86,7 +86,8 @@ def test_expired_records_read_as_absent_from_their_expiry_time(store):
     assert live_value(read_as_of(store.engine, 1, b"k", v(2000)), v(2000)) is None
 
 
-def test_ranges_as_of_a_version_in_both_directions(store):
+@pytest.mark.parametrize("jump_after", [0, 1, 8])
+def test_ranges_as_of_a_version_in_both_directions(store, jump_after):
     w = Writer(store)
     w.write(v(10), (b"a", b"a1"), (b"a\x00", b"nul1"), (b"b", b"b1"), (b"c", b"c1"))
     w.write(v(20), (b"a", b"a2"), (b"b", None), (b"d", b"d2"))
@@ -95,8 +96,8 @@ def test_ranges_as_of_a_version_in_both_directions(store):
     other.write(v(15), (b"b", b"elsewhere"))
 
     def live(start, end, version, reverse=False):
-        return [(k, value_of(raw)) for k, raw in items_as_of(store.engine, 1, start, end, version, reverse)
-                if is_live(raw, version)]
+        items = items_as_of(store.engine, 1, start, end, version, reverse, jump_after=jump_after)
+        return [(k, value_of(raw)) for k, raw in items if is_live(raw, version)]
 
     assert live(b"", None, v(10)) == [(b"a", b"a1"), (b"a\x00", b"nul1"), (b"b", b"b1"), (b"c", b"c1")]
     assert live(b"", None, v(25)) == [(b"a", b"a2"), (b"a\x00", b"nul1"), (b"c", b"c1"), (b"d", b"d2")]
@@ -107,6 +108,24 @@ def test_ranges_as_of_a_version_in_both_directions(store):
     assert live(b"a\x00", b"c", v(10), reverse=True) == [(b"b", b"b1"), (b"a\x00", b"nul1")]
     assert live(b"c", b"c", v(30)) == []
     assert live(b"", None, v(5)) == []
+
+
+@pytest.mark.parametrize("jump_after", [0, 2, 1000])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_ranges_over_keys_with_many_versions_give_each_key_once(store, jump_after, reverse):
+    w = Writer(store)
+    for t in range(1, 41):
+        w.write(v(t), (b"hot", b"h%d" % t), (b"hot\x00", b"n%d" % t), *([(b"cold", b"c")] if t == 1 else []))
+    w.write(v(50), (b"hot", None), (b"new", b"x"))
+    for version, expected in [
+        (v(25), [(b"cold", b"c"), (b"hot", b"h25"), (b"hot\x00", b"n25")]),
+        (v(40), [(b"cold", b"c"), (b"hot", b"h40"), (b"hot\x00", b"n40")]),
+        (v(60), [(b"cold", b"c"), (b"hot\x00", b"n40"), (b"new", b"x")]),
+        (v(1), [(b"cold", b"c"), (b"hot", b"h1"), (b"hot\x00", b"n1")]),
+    ]:
+        items = items_as_of(store.engine, 1, b"", None, version, reverse, jump_after=jump_after)
+        found = [(k, value_of(raw)) for k, raw in items if is_live(raw, version)]
+        assert found == (expected[::-1] if reverse else expected), version >> LOGICAL_BITS
 
 
 def test_snapshot_rows_copy_data_and_history_to_another_partition_store(store, tmp_path):
@@ -153,3 +172,32 @@ def test_compaction_keeps_what_reads_at_or_after_the_cutoff_need(store, budget):
     assert [keys.split_history_key(k) for k in store.engine.keys(*keys.partition_range(keys.HISTORY, 1))] == [
         (b"k", v(40)), (b"k", v(30)), (b"old", v(10))]
     assert compact(store, 1, cutoff, budget) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(writes=st.lists(st.lists(st.tuples(st.sampled_from([b"", b"a", b"a\x00", b"a\x00\x00", b"ab", b"b"]),
+                                          st.one_of(st.none(), st.binary(max_size=2))), min_size=1, max_size=3),
+                       min_size=1, max_size=30),
+       at=st.integers(min_value=0, max_value=31), reverse=st.booleans(), jump_after=st.integers(0, 3),
+       bounds=st.tuples(st.sampled_from([b"", b"a", b"a\x00", b"aa"]),
+                        st.sampled_from([None, b"a\x00", b"ab", b"c"])))
+def test_ranges_as_of_a_version_match_a_model(writes, at, reverse, jump_after, bounds):
+    store = PartitionStore(MemoryEngine())
+    w = Writer(store)
+    model: list[dict] = [{}]
+    for t, ops in enumerate(writes, start=1):
+        ops = dict(ops)  # one op per key and entry, as a command's writes are
+        w.write(v(t), *ops.items())
+        state = dict(model[-1])
+        for key, value in ops.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        model.append(state)
+    start, end = bounds
+    state = model[min(at, len(writes))]
+    expected = sorted((k, val) for k, val in state.items() if k >= start and (end is None or k < end))
+    items = items_as_of(store.engine, 1, start, end, v(at), reverse, jump_after=jump_after)
+    found = [(k, value_of(raw)) for k, raw in items if is_live(raw, v(at))]
+    assert found == (expected[::-1] if reverse else expected)
