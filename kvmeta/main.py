@@ -9,15 +9,14 @@ import sys
 import click
 
 from kvcommon.logs import setup_logging
+from kvcommon.server_options import server_options
 from kvmeta import zk
 from kvmeta.controller import Controller
 
 
 @click.command()
-@click.option("--zk", "zk_address", required=True, help="ZooKeeper address, HOST:PORT[,HOST:PORT...]")
-@click.option("--cluster", required=True, help="Cluster name")
+@server_options
 @click.option("--id", "controller_id", required=True, help="This controller's id")
-@click.option("--log-level", default="INFO", show_default=True)
 def main(zk_address: str, cluster: str, controller_id: str, log_level: str) -> None:
     """Run a controller. Several may run; one is elected leader."""
     setup_logging(f"kvmeta[{controller_id}]", log_level)

@@ -50,41 +50,33 @@ def read_config(client: KazooClient, paths: ClusterPaths) -> ClusterConfig:
     return ClusterConfig.decode(data)
 
 
+def _read_children(client: KazooClient, parent: str, names: list[str] | None = None):
+    """(name, data, stat) of each child of ``parent`` still there when read (of ``names`` if given)."""
+    for name in client.get_children(parent) if names is None else names:
+        try:
+            data, stat = client.get(f"{parent}/{name}")
+        except NoNodeError:
+            continue  # gone between the listing and the read
+        yield name, data, stat
+
+
 def read_live_nodes(client: KazooClient, paths: ClusterPaths, children: list[str] | None = None
                     ) -> dict[str, NodeRecord]:
     """The records of the live nodes (of ``children``, when a watch already listed them)."""
-    nodes = {}
-    for node_id in client.get_children(paths.nodes) if children is None else children:
-        try:
-            data, _ = client.get(paths.node(node_id))
-        except NoNodeError:
-            continue
-        nodes[node_id] = NodeRecord.decode(data)
-    return nodes
+    return {name: NodeRecord.decode(data) for name, data, _ in _read_children(client, paths.nodes, children)}
 
 
 def read_partitions(client: KazooClient, paths: ClusterPaths) -> dict[int, tuple[PartitionState, int]]:
     """Every partition's state with its znode version (for conditional updates)."""
     states = {}
-    for name in client.get_children(paths.partitions):
-        try:
-            data, stat = client.get(f"{paths.partitions}/{name}")
-        except NoNodeError:
-            continue
+    for _, data, stat in _read_children(client, paths.partitions):
         state = PartitionState.decode(data)
         states[state.partition] = (state, stat.version)
     return states
 
 
 def read_positions(client: KazooClient, paths: ClusterPaths) -> dict[str, PositionsRecord]:
-    records = {}
-    for node_id in client.get_children(paths.positions):
-        try:
-            data, _ = client.get(paths.node_positions(node_id))
-        except NoNodeError:
-            continue
-        records[node_id] = PositionsRecord.decode(data)
-    return records
+    return {name: PositionsRecord.decode(data) for name, data, _ in _read_children(client, paths.positions)}
 
 
 def ensure_cluster_paths(client: KazooClient, paths: ClusterPaths) -> None:

@@ -11,13 +11,13 @@ import click
 
 from kvcommon.errors import KVError
 from kvcommon.logs import setup_logging
+from kvcommon.server_options import server_options
 
 log = logging.getLogger("kvnode")
 
 
 @click.command()
-@click.option("--zk", "zk_address", required=True, help="ZooKeeper address, HOST:PORT[,HOST:PORT...]")
-@click.option("--cluster", required=True, help="Cluster name")
+@server_options
 @click.option("--id", "node_id", required=True, help="This node's id, stable across restarts")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on and advertise")
 @click.option("--port", type=int, required=True, help="RESP port (proxies, replication, operators)")
@@ -28,7 +28,6 @@ log = logging.getLogger("kvnode")
 @click.option("--session-timeout", type=float, default=1.5, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
               help="ZooKeeper session timeout in seconds: how fast a dead node is noticed (and how long a "
                    "stall may last before a live node is taken for dead)")
-@click.option("--log-level", default="INFO", show_default=True)
 def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)

@@ -10,19 +10,18 @@ import click
 
 from kvcommon.errors import KVError
 from kvcommon.logs import setup_logging
+from kvcommon.server_options import server_options
 
 log = logging.getLogger("kvproxy")
 
 
 @click.command()
-@click.option("--zk", "zk_address", required=True, help="ZooKeeper address, HOST:PORT[,HOST:PORT...]")
-@click.option("--cluster", required=True, help="Cluster name")
+@server_options
 @click.option("--id", "proxy_id", required=True, help="This proxy's id")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
 @click.option("--port", type=int, default=6380, show_default=True, help="Port clients connect to")
 @click.option("--max-bulk-mb", type=int, default=64, show_default=True,
               help="Largest argument (value) a client may send, in MiB")
-@click.option("--log-level", default="INFO", show_default=True)
 def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
     """Run a proxy: Redis clients connect here."""
     setup_logging(f"kvproxy[{proxy_id}]", log_level)
