@@ -30,7 +30,7 @@ _RUN_ID = f"{random.getrandbits(160):040x}"
 class ClientSession:
     """Per-connection state: protocol version, name, and the request options sent to nodes."""
 
-    def __init__(self, address: str = ""):
+    def __init__(self, address: str = "", read_level: str = "strong"):
         self.id = next(_client_ids)
         self.address = address
         self.protocol = 2
@@ -38,9 +38,10 @@ class ClientSession:
         self.lib_name = b""
         self.lib_ver = b""
         self.write_level: str | None = None
-        self.read_level = "strong"
+        self.read_level = read_level
         self.created = time.time()
         self.options = b"-"
+        self.update_options()
 
     def update_options(self) -> None:
         parts = []

@@ -14,7 +14,7 @@ from kazoo.exceptions import NodeExistsError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from kvmeta import zk
-from kvmeta.schema import ClusterPaths, NodeRecord, PartitionState
+from kvmeta.schema import ClusterConfig, ClusterPaths, NodeRecord, PartitionState
 from kvproxy.service import ProxyService
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,11 @@ class MapWatcher:
         """Blocking: read the config, register, and start the watches."""
         config = zk.read_config(self.client, self.paths)
         self.service.view.partition_count = config.partitions
+        self.service.default_read_level = config.read_level
         zk.ensure_cluster_paths(self.client, self.paths)
         self._register()
         self.client.add_listener(self._on_state)
+        DataWatch(self.client, self.paths.config, self._on_config)
         ChildrenWatch(self.client, self.paths.nodes, self._on_nodes)
         ChildrenWatch(self.client, self.paths.partitions, self._on_partitions)
 
@@ -60,6 +62,11 @@ class MapWatcher:
             self._register()
         except Exception as err:
             log.warning("re-registering the proxy failed: %s", err)
+
+    def _on_config(self, data, stat) -> None:
+        if data:
+            read_level = ClusterConfig.decode(data).read_level
+            self.reactor.callFromThread(setattr, self.service, "default_read_level", read_level)
 
     def _on_nodes(self, children: list[str]) -> bool:
         self.reactor.callFromThread(self._set_nodes, zk.read_live_nodes(self.client, self.paths, children))

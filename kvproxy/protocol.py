@@ -22,7 +22,8 @@ class ClientProtocol(protocol.Protocol):
         # Small requests and replies must not wait for Nagle's algorithm.
         self.transport.setTcpNoDelay(True)
         peer = self.transport.getPeer()
-        self.session = ClientSession(f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        self.session = ClientSession(f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+                                     self.commands.service.default_read_level)
         self.commands.connected_clients += 1
 
     def connectionLost(self, reason=protocol.connectionDone):

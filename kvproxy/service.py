@@ -38,6 +38,8 @@ class ProxyService:
         self._map_waiters: list[defer.Deferred] = []
         self.commands_processed = 0
         self.retries = 0
+        # The cluster's read level: where new connections start (KV.READLEVEL changes one connection's).
+        self.default_read_level = "strong"
 
     # -- the map ---------------------------------------------------------------------------------
 

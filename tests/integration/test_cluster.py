@@ -156,3 +156,26 @@ def test_write_and_read_levels_are_chosen_per_connection(cluster):
         r.execute_command("KV.WRITELEVEL", "most")
     with pytest.raises(redis.ResponseError, match="read level must be"):
         r.execute_command("KV.READLEVEL", "sometimes")
+
+
+def test_new_connections_start_at_the_clusters_read_level(cluster):
+    from dataclasses import replace
+
+    from kazoo.client import KazooClient
+
+    from kvmeta.schema import ClusterConfig
+
+    client = KazooClient(hosts=cluster.zk_address)
+    client.start(timeout=15)
+    try:
+        data, _ = client.get(cluster.paths.config)
+        client.set(cluster.paths.config, replace(ClusterConfig.decode(data), read_level="eventual").encode())
+    finally:
+        client.stop()
+        client.close()
+    deadline = time.monotonic() + 10
+    level = None
+    while level != b"eventual" and time.monotonic() < deadline:
+        level = proxy_client(cluster, single_connection_client=True).execute_command("KV.READLEVEL")
+        time.sleep(0.1)
+    assert level == b"eventual"
