@@ -175,8 +175,8 @@ class NodeService:
             if name in VERSIONED_READS:
                 return self.versions.execute(replica, args)
             if spec.is_write:
-                return self._write(replica, spec.name, args, options)
-            return self._read(replica, args)
+                return self._write(replica, name, args, options)
+            return self._read(replica, name, args)
         except KVError as err:
             return err
 
@@ -258,10 +258,10 @@ class NodeService:
                               items=lambda start, reverse: partition_items(self.store, replica, start, reverse),
                               cursors=self.scan_cursors)
 
-    def _read(self, replica: Replica, args: list[bytes]):
+    def _read(self, replica: Replica, name: bytes, args: list[bytes]):
         waits: list[PendingEntry] = []
         ctx = self._context(replica, waits, 0)
-        reply = HANDLERS[args[0].lower()](ctx, args)
+        reply = HANDLERS[name](ctx, args)
         if ctx.expired and self._writable(replica):
             # The read came across expired keys: delete them, without making the reader wait.
             self._append(replica, self.clock.now(), ctx.changes())
@@ -269,10 +269,10 @@ class NodeService:
             return reply
         return self._after(waits, reply, writing=False)
 
-    def _write(self, replica: Replica, name: str, args: list[bytes], options: RequestOptions):
+    def _write(self, replica: Replica, name: bytes, args: list[bytes], options: RequestOptions):
         waits: list[PendingEntry] = []
         ctx = self._context(replica, waits, self.clock.now())
-        reply = HANDLERS[args[0].lower()](ctx, args)
+        reply = HANDLERS[name](ctx, args)
         writes = ctx.changes()
         if not writes:
             return self._after(waits, reply, writing=False) if waits else reply
