@@ -266,6 +266,10 @@ class RequestParser:
         self._pos = pos
         return args
 
+    def at_boundary(self) -> bool:
+        """True when every byte fed has been returned as commands: nothing is buffered or half read."""
+        return not self._missing and self._pos == len(self._data) and not self._fed
+
     def _need_more(self, pos: int) -> list[bytes] | None:
         """Go on with the fed chunks where the parsed bytes run out at pos, if they can complete something.
 

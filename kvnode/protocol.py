@@ -14,8 +14,10 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from kvcommon.errors import CommandError, KVError, ProtocolError
+from kvcommon.output import turn_writer
 from kvcommon.replies import OrderedReplies
-from kvcommon.resp import OK, PONG, ErrorReply, RequestParser, Status, encode
+from kvcommon.request_parser import FastRequestParser
+from kvcommon.resp import OK, PONG, ErrorReply, Status, encode
 from kvnode.service import NodeService, RequestOptions
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ def _int(raw: bytes, what: str) -> int:
 class NodeProtocol(protocol.Protocol):
     def __init__(self, service: NodeService, max_bulk_len: int):
         self.service = service
-        self.parser = RequestParser(max_bulk_len=max_bulk_len)
+        self.parser = FastRequestParser(max_bulk_len=max_bulk_len)
         self.replies = OrderedReplies(self._write_reply)
         self.streams: list = []  # replication streams to the follower at the other end
         self.paused = False
@@ -62,7 +64,7 @@ class NodeProtocol(protocol.Protocol):
 
     def _write_reply(self, reply) -> None:
         if self.transport is not None:
-            self.transport.write(encode(reply))
+            turn_writer.write(self.transport, encode(reply))
 
     def dataReceived(self, data: bytes):
         self.parser.feed(data)
@@ -71,6 +73,7 @@ class NodeProtocol(protocol.Protocol):
                 self._dispatch(args)
         except ProtocolError as err:
             self._write_reply(err)
+            turn_writer.flush_transport(self.transport)
             self.transport.loseConnection()
 
     def _dispatch(self, args: list[bytes]) -> None:

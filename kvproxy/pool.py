@@ -12,6 +12,7 @@ from collections import deque
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 
+from kvcommon.output import turn_writer
 from kvcommon.resp import RawReply, encode_command, reply_end
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class NodeConnection(protocol.Protocol):
         d: defer.Deferred = defer.Deferred()
         self.waiting.append(d)
         self.sent_at.append(now)
-        self.transport.write(encode_command(args))
+        turn_writer.write(self.transport, encode_command(args))
         return d
 
     def dataReceived(self, data: bytes):

@@ -5,15 +5,17 @@ from __future__ import annotations
 from twisted.internet import protocol
 
 from kvcommon.errors import ProtocolError
+from kvcommon.output import turn_writer
 from kvcommon.replies import OrderedReplies
-from kvcommon.resp import OK, RequestParser, encode
+from kvcommon.request_parser import FastRequestParser
+from kvcommon.resp import OK, encode
 from kvproxy.commands import ClientSession, Commands
 
 
 class ClientProtocol(protocol.Protocol):
     def __init__(self, commands: Commands, max_bulk_len: int):
         self.commands = commands
-        self.parser = RequestParser(max_bulk_len=max_bulk_len)
+        self.parser = FastRequestParser(max_bulk_len=max_bulk_len)
         self.replies = OrderedReplies(self._write)
         self.session: ClientSession | None = None
         self.closing = False
@@ -34,7 +36,7 @@ class ClientProtocol(protocol.Protocol):
 
     def _write(self, reply) -> None:
         if not self.closing:
-            self.transport.write(encode(reply, self.session.protocol))
+            turn_writer.write(self.transport, encode(reply, self.session.protocol))
 
     def dataReceived(self, data: bytes):
         if self.closing:
@@ -55,6 +57,7 @@ class ClientProtocol(protocol.Protocol):
     def closing_after_replies(self) -> None:
         def close(_=None):
             self.closing = True
+            turn_writer.flush_transport(self.transport)
             self.transport.loseConnection()
 
         if len(self.replies) == 0:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import protocol
 
+from kvcommon.output import turn_writer
 from kvcommon.resp import INCOMPLETE, ErrorReply, ReplyParser, encode_command
 from kvnode.storage.records import decode_entry, decode_meta
 
@@ -85,8 +86,9 @@ class PrimaryLink:
         self._active.discard(partition)
         self._tokens.pop(partition, None)
         if self.proto is not None:
-            self.proto.transport.write(encode_command([b"REPL.UNFOLLOW", partition]))
+            turn_writer.write(self.proto.transport, encode_command([b"REPL.UNFOLLOW", partition]))
             if not self.partitions:
+                turn_writer.flush_transport(self.proto.transport)
                 self.proto.transport.loseConnection()
 
     # -- connection ----------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class PrimaryLink:
         self._tokens[partition] = token
         self._active.discard(partition)
         last = replica.seq
-        self.proto.transport.write(encode_command([
+        turn_writer.write(self.proto.transport, encode_command([
             b"REPL.FOLLOW", self.service.id, partition, self.partitions[partition], last + 1,
             replica.meta.generation_at(last), token,
         ]))
@@ -191,7 +193,7 @@ class PrimaryLink:
         acks, self._acks = self._acks, {}
         if self.proto is None:
             return
-        self.proto.transport.write(b"".join(
+        turn_writer.write(self.proto.transport, b"".join(
             encode_command([b"REPL.ACK", self.service.id, p, seq]) for p, seq in acks.items()
         ))
 
@@ -228,4 +230,4 @@ class FollowerLinks:
         """Tell every primary we follow that we are here, so it keeps its lease."""
         for link in self.links.values():
             if link.proto is not None and link.partitions:
-                link.proto.transport.write(encode_command([b"REPL.PING", self.service.id]))
+                turn_writer.write(link.proto.transport, encode_command([b"REPL.PING", self.service.id]))

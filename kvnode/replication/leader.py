@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from kvcommon.output import turn_writer
 from kvcommon.resp import encode
 from kvnode.replica import Role
 from kvnode.storage.records import LogEntry, encode_entry, encode_meta
@@ -74,7 +75,7 @@ class FollowerStream:
         for entry in entries:
             if entry.seq > committed:
                 break
-            self.conn.transport.write(entry_message(self.partition, entry))
+            turn_writer.write(self.conn.transport, entry_message(self.partition, entry))
             self.next_seq = entry.seq + 1
         self._schedule()
 
@@ -90,7 +91,7 @@ class FollowerStream:
             self.live = False
             self._schedule()
             return
-        self.conn.transport.write(message)
+        turn_writer.write(self.conn.transport, message)
         self.next_seq = entry.seq + 1
 
     def on_resume(self) -> None:
@@ -108,7 +109,7 @@ class FollowerStream:
         # Everything committed is in LevelDB and nothing else is: the view and the seq agree.
         view = store.engine.snapshot()
         meta = self.replica.meta.at(self.replica.committed_seq)
-        self.conn.transport.write(encode([b"SNAP-BEGIN", self.partition, encode_meta(meta)]))
+        turn_writer.write(self.conn.transport, encode([b"SNAP-BEGIN", self.partition, encode_meta(meta)]))
         items = store.snapshot_rows(self.partition, snapshot=view)
         self.next_seq = meta.seq + 1
         self.streams.snapshots_sent += 1
@@ -126,11 +127,11 @@ class FollowerStream:
                 if len(chunk) >= 2 * SNAPSHOT_CHUNK:
                     break
             if chunk:
-                self.conn.transport.write(encode([b"SNAP-DATA", self.partition, chunk]))
+                turn_writer.write(self.conn.transport, encode([b"SNAP-DATA", self.partition, chunk]))
                 service.reactor.callLater(0, send_chunk)
             else:
                 view.close()
-                self.conn.transport.write(encode([b"SNAP-END", self.partition]))
+                turn_writer.write(self.conn.transport, encode([b"SNAP-END", self.partition]))
                 self._schedule()
 
         send_chunk()
@@ -147,11 +148,11 @@ class LeaderStreams:
         """A follower asks for partition's entries from next_seq."""
         # START tells the follower that what follows on this connection answers its latest FOLLOW, the
         # ERROR of a refusal included.
-        conn.transport.write(encode([b"START", partition, token]))
+        turn_writer.write(conn.transport, encode([b"START", partition, token]))
         self._remove(conn, partition)
         refused = self._refusal(partition, generation)
         if refused:
-            conn.transport.write(encode([b"ERROR", partition, refused.encode()]))
+            turn_writer.write(conn.transport, encode([b"ERROR", partition, refused.encode()]))
             return
         replica = self.service.replicas[partition]
         last = next_seq - 1
@@ -201,7 +202,7 @@ class LeaderStreams:
             if stream in stream.conn.streams:
                 stream.conn.streams.remove(stream)
             message = f"node {self.service.id} is no longer the primary of partition {partition}"
-            stream.conn.transport.write(encode([b"ERROR", partition, message.encode()]))
+            turn_writer.write(stream.conn.transport, encode([b"ERROR", partition, message.encode()]))
 
     def connection_lost(self, conn: NodeProtocol) -> None:
         for stream in list(conn.streams):
