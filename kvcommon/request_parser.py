@@ -31,28 +31,39 @@ _STAR = 0x2A
 _LARGE_AGGREGATE = re.compile(rb"[*%~>|]\d{3}")
 
 
-def _is_whole_and_canonical(data: bytes, commands: list) -> bool:
-    """True if data is exactly ``commands``, each a multibulk of bulk strings in canonical form.
+# Headers of arrays and bulks of the common sizes, made once: the check below runs for every command.
+_ARRAY_HEADERS = [b"*%d\r\n" % n for n in range(100)]
+_BULK_HEADERS = [b"$%d\r\n" % n for n in range(1024)]
+
+
+def _is_whole_and_canonical(data: bytes, commands: list, max_bulk_len: int,
+                            array_headers: list[bytes] = _ARRAY_HEADERS) -> bool:
+    """True if data is exactly ``commands``, each a multibulk of bulk strings in canonical form, none
+    longer than max_bulk_len, and each with fewer elements than array_headers has headers.
 
     Walking data with the headers the parsed commands imply checks the type byte and length line of every
     element, so a ``+PING`` that hiredis reads as ``b"PING"``, or a command hiredis left half read at the
-    end, cannot pass: the walk would not end exactly at the end of data.
+    end, cannot pass: the walk would not end exactly at the end of data. Commands have fewer than 100
+    elements here (see _LARGE_AGGREGATE).
     """
     pos = 0
     startswith = data.startswith
+    bulk_headers = _BULK_HEADERS
     try:
         for command in commands:
-            header = b"*%d\r\n" % len(command)
-            if type(command) is not list or not startswith(header, pos):
+            if type(command) is not list or not command:
+                return False
+            header = array_headers[len(command)]
+            if not startswith(header, pos):
                 return False
             pos += len(header)
             for arg in command:
                 n = len(arg)
-                header = b"$%d\r\n" % n
-                if not startswith(header, pos):
+                header = bulk_headers[n] if n < 1024 else b"$%d\r\n" % n
+                if not startswith(header, pos) or n > max_bulk_len:
                     return False
                 pos += len(header) + n + 2
-    except TypeError:  # an element without a length: an integer, a null
+    except (TypeError, IndexError):  # an element without a length (an integer, a null), or a long array
         return False
     return pos == len(data)
 
@@ -60,7 +71,7 @@ def _is_whole_and_canonical(data: bytes, commands: list) -> bool:
 class FastRequestParser:
     """A RequestParser (same arguments, same results, same errors) that lets hiredis split plain reads."""
 
-    __slots__ = ("_exact", "_exact_mode", "_reader", "_chunks", "_ready", "_max_bulk_len", "_max_multibulk_len")
+    __slots__ = ("_exact", "_exact_mode", "_reader", "_chunks", "_ready", "_max_bulk_len", "_array_headers")
 
     def __init__(
         self,
@@ -74,7 +85,7 @@ class FastRequestParser:
         self._chunks: list[bytes] = []
         self._ready: deque[list[bytes]] = deque()
         self._max_bulk_len = max_bulk_len
-        self._max_multibulk_len = max_multibulk_len
+        self._array_headers = _ARRAY_HEADERS[: max_multibulk_len + 1]
 
     def feed(self, data: bytes) -> None:
         """Add bytes read from the connection."""
@@ -118,9 +129,7 @@ class FastRequestParser:
                 commands.append(command)
         except Exception:  # noqa: BLE001 - a protocol error, or a RESP3 map hiredis cannot build: not ours to take
             commands = None
-        if (commands and _is_whole_and_canonical(data, commands)
-                and all(0 < len(c) <= self._max_multibulk_len and max(map(len, c)) <= self._max_bulk_len
-                        for c in commands)):
+        if commands and _is_whole_and_canonical(data, commands, self._max_bulk_len, self._array_headers):
             self._ready.extend(commands)
             return True
         # The reader may hold part of data: start afresh, since RequestParser reads all of data again.

@@ -480,6 +480,14 @@ def _encode_into(reply: Reply, protocol: int, out: list[bytes]) -> None:
         raise TypeError(f"cannot encode a {type(reply).__name__} as a reply")
 
 
+def encode_bulks(args: Sequence[bytes]) -> bytes:
+    """Arguments (bytes only) as the bulk strings of a command, without the ``*n`` header."""
+    out: list[bytes] = []
+    for arg in args:
+        out += (b"$%d\r\n" % len(arg), arg, _CRLF)
+    return b"".join(out)
+
+
 def encode_command(args: Sequence[bytes | str | int]) -> bytes:
     """A command as a client sends it: a multibulk of its arguments (str as UTF-8, int in decimal)."""
     out = [b"*%d\r\n" % len(args)]

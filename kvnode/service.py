@@ -29,7 +29,16 @@ from kvnode.replication.leader import LeaderStreams
 from kvnode.scan import ScanCursors, partition_items
 from kvnode.storage.interface import Engine
 from kvnode.storage.partition_store import PartitionStore
-from kvnode.storage.records import LogEntry, PartitionMeta, decode_value, version_of
+from kvnode.storage.records import (
+    KIND_STRING,
+    LogEntry,
+    PartitionMeta,
+    decode_value,
+    expire_at_of,
+    kind_of,
+    value_of,
+    version_of,
+)
 from kvnode.versions import VERSIONED_READS, VersionedReads
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,10 @@ class RequestOptions:
 
     @classmethod
     def parse(cls, raw: bytes) -> RequestOptions:
+        # A proxy sends one of a handful of option strings on every request: parse each once.
+        options = _PARSED_OPTIONS.get(raw)
+        if options is not None:
+            return options
         options = cls()
         if raw in (b"-", b""):
             return options
@@ -57,10 +70,14 @@ class RequestOptions:
                 options.read_level = value
             else:
                 raise CommandError(f"invalid request option {item!r}: expected w=1|quorum|all or r=strong|eventual")
+        if len(_PARSED_OPTIONS) < 64:
+            _PARSED_OPTIONS[raw] = options
         return options
 
 
 DEFAULT_OPTIONS = RequestOptions()
+# Parsed options are shared, so they are never changed after parse().
+_PARSED_OPTIONS: dict[bytes, RequestOptions] = {b"-": DEFAULT_OPTIONS}
 TRIM_STEP = 1000
 
 
@@ -259,6 +276,15 @@ class NodeService:
                               cursors=self.scan_cursors)
 
     def _read(self, replica: Replica, name: bytes, args: list[bytes]):
+        if name == b"get" and args[1] not in replica.pending_keys:
+            # The most common command, answered without building a context: a live string is its value;
+            # an absent key is nil; an expired one takes the general path, which deletes it.
+            raw = self.store.get(replica.partition, args[1])
+            if raw is None:
+                return None
+            expire_at = expire_at_of(raw)
+            if kind_of(raw) == KIND_STRING and (not expire_at or expire_at > _now_ms()):
+                return value_of(raw)
         waits: list[PendingEntry] = []
         ctx = self._context(replica, waits, 0)
         reply = HANDLERS[name](ctx, args)

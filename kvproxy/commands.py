@@ -97,7 +97,9 @@ class Commands:
                                  eventual=readonly and session.read_level == "eventual")
 
     def _single(self, session: ClientSession, spec: CommandSpec, args: list[bytes]):
-        return self._send(session, spec, self.service.view.partition_of(args[1]), args)
+        readonly = not spec.is_write
+        return self.service.send_one(self.service.view.partition_of(args[1]), args, session.options,
+                                     readonly=readonly, eventual=readonly and session.read_level == "eventual")
 
     def _split_by_key(self, session: ClientSession, args: list[bytes], merge):
         """Send each partition the command with its share of the keys; ``merge(groups, replies)`` combines
@@ -158,7 +160,7 @@ class Commands:
 
     def _lcs_across(self, session: ClientSession, args: list[bytes]):
         get = DATA_COMMANDS[b"get"]
-        reads = [self._single(session, get, [b"GET", key]) for key in args[1:3]]
+        reads = [self._send(session, get, self.service.view.partition_of(key), [b"GET", key]) for key in args[1:3]]
         d = defer.gatherResults(reads, consumeErrors=True)
         d.addCallback(_lcs_of, args[3:])
         return d

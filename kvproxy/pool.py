@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
@@ -23,6 +24,13 @@ CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 12.0
 
 
+def _fire(d: defer.Deferred, result) -> None:
+    if isinstance(result, NodeUnavailable):
+        d.errback(result)
+    else:
+        d.callback(result)
+
+
 class NodeUnavailable(Exception):
     """The node could not be reached, or the connection broke before its reply came."""
 
@@ -36,7 +44,9 @@ class NodeConnection(protocol.Protocol):
     def __init__(self, node: str):
         self.node = node
         self.buffer = bytearray()
-        self.waiting: deque[defer.Deferred] = deque()
+        # Who gets each reply, in the order the requests went: a callable taking the RawReply, or the
+        # NodeUnavailable if the connection breaks first.
+        self.waiting: deque[Callable[[object], None]] = deque()
         self.sent_at: deque[float] = deque()  # when each waiting request was sent, oldest first
         self.connected_d: defer.Deferred = defer.Deferred()
         self.lost = False
@@ -48,10 +58,15 @@ class NodeConnection(protocol.Protocol):
 
     def request(self, args: list, now: float) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
-        self.waiting.append(d)
-        self.sent_at.append(now)
-        turn_writer.write(self.transport, encode_command(args))
+        self.send(encode_command(args), now, lambda result: _fire(d, result))
         return d
+
+    def send(self, request: bytes, now: float, on_result: Callable[[object], None]) -> None:
+        """Send one encoded request; on_result gets its RawReply, or the NodeUnavailable if the connection
+        breaks before the reply."""
+        self.waiting.append(on_result)
+        self.sent_at.append(now)
+        turn_writer.write(self.transport, request)
 
     def dataReceived(self, data: bytes):
         buffer = self.buffer
@@ -66,7 +81,7 @@ class NodeConnection(protocol.Protocol):
             reply = RawReply(buffer[pos:end])
             pos = end
             self.sent_at.popleft()
-            waiting.popleft().callback(reply)
+            waiting.popleft()(reply)
         del buffer[:pos]
 
     def connectionLost(self, reason=protocol.connectionDone):
@@ -74,8 +89,8 @@ class NodeConnection(protocol.Protocol):
         waiting, self.waiting = self.waiting, deque()
         self.sent_at.clear()
         why = self.abort_reason or "connection lost before the reply"
-        for d in waiting:
-            d.errback(NodeUnavailable(self.node, why, sent=True))
+        for on_result in waiting:
+            on_result(NodeUnavailable(self.node, why, sent=True))
 
     abort_reason = ""
 
@@ -103,6 +118,11 @@ class NodePool:
         d = self._connect(key)
         d.addCallback(lambda c: c.request(args, self.reactor.seconds()))
         return d
+
+    def connection(self, node: str, host: str, port: int) -> NodeConnection | None:
+        """The open connection to a node, if there is one (request() opens one)."""
+        conn = self._connections.get((node, host, port))
+        return conn if conn is not None and not conn.lost else None
 
     def check_stuck(self) -> None:
         """Run periodically: close connections whose oldest request is overdue."""

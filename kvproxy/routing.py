@@ -26,6 +26,9 @@ class ClusterView:
     partition_count: int = 0
     states: dict[int, PartitionState] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    # partition -> (state, node, route): a route is made again only when its state or node record changes.
+    _routes: dict[int, tuple[PartitionState, NodeRecord, Route]] = field(default_factory=dict, repr=False,
+                                                                         compare=False)
 
     def partition_of(self, key: bytes) -> int:
         return partition_for(key, self.partition_count)
@@ -38,7 +41,12 @@ class ClusterView:
         node = self.nodes.get(state.primary)
         if node is None:
             return None
-        return Route(partition, state.generation, node.id, node.host, node.port)
+        cached = self._routes.get(partition)
+        if cached is not None and cached[0] is state and cached[1] is node:
+            return cached[2]
+        route = Route(partition, state.generation, node.id, node.host, node.port)
+        self._routes[partition] = (state, node, route)
+        return route
 
     def replica_routes(self, partition: int) -> list[Route]:
         """Every live replica that may serve an eventual read, the primary first."""

@@ -59,9 +59,10 @@ def test_fast_parser_returns_to_hiredis_after_an_inline_command():
 def test_canonical_check(length):
     commands = [[b"SET", b"x" * length, b"v"], [b"GET", b"k"]]
     data = b"".join(encode_command(c) for c in commands)
-    assert _is_whole_and_canonical(data, commands)
-    assert not _is_whole_and_canonical(data + b"*", commands)
-    assert not _is_whole_and_canonical(data, [*commands[:1], [b"GET", 5]])
+    assert _is_whole_and_canonical(data, commands, 12345)
+    assert not _is_whole_and_canonical(data, commands, length - 1)
+    assert not _is_whole_and_canonical(data + b"*", commands, 12345)
+    assert not _is_whole_and_canonical(data, [*commands[:1], [b"GET", 5]], 12345)
 
 
 def test_a_huge_declared_array_allocates_nothing():

@@ -4,7 +4,7 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
 from kvcommon.errors import ClusterDownError, OutcomeUnknownError
-from kvcommon.resp import RawReply
+from kvcommon.resp import RawReply, encode_command
 from kvmeta.schema import NodeRecord, PartitionState
 from kvproxy.pool import NodeConnection, NodeUnavailable
 from kvproxy.routing import ClusterView
@@ -82,3 +82,49 @@ def test_a_connection_whose_oldest_request_is_overdue_is_closed_and_its_writes_f
     conn.abort_if_stuck(now=113.0, timeout=12)
     failure = outcome(first)
     assert failure.check(NodeUnavailable) and failure.value.sent and "no answer within 12s" in str(failure.value)
+
+
+class ConnectedPool(ScriptedPool):
+    """An open connection (over a StringTransport) for the first attempt; scripted replies for retries."""
+
+    def __init__(self, *replies):
+        super().__init__(*replies)
+        self.conn = NodeConnection("a")
+        self.conn.transport = StringTransport()
+
+    def connection(self, node, host, port):
+        return self.conn
+
+
+def pending_outcome(pending):
+    got = []
+    pending.then(got.append)
+    return got[0] if got else None
+
+
+def test_the_hot_path_sends_px_and_hands_back_the_node_reply():
+    pool = ConnectedPool()
+    service, clock = make(pool)
+    pending = service.send_one(0, [b"GET", b"k"], readonly=True)
+    assert pool.conn.transport.value() == encode_command([b"PX", 0, 1, b"-", b"GET", b"k"])
+    pool.conn.dataReceived(b"$1\r\nv\r\n")
+    assert pending_outcome(pending) == b"$1\r\nv\r\n"
+
+
+def test_the_hot_path_retries_a_refusal_the_slow_way():
+    pool = ConnectedPool(b"+OK\r\n")
+    service, clock = make(pool)
+    pending = service.send_one(0, [b"SET", b"k", b"v"])
+    pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
+    clock.advance(0.1)
+    assert pending_outcome(pending) == b"+OK\r\n"
+    assert len(pool.requests) == 1
+
+
+def test_the_hot_path_reports_a_broken_write_uncertain():
+    pool = ConnectedPool()
+    service, clock = make(pool)
+    pending = service.send_one(0, [b"SET", b"k", b"v"])
+    pool.conn.connectionLost(None)
+    assert isinstance(pending_outcome(pending), OutcomeUnknownError)
+    assert pool.requests == []

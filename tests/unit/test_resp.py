@@ -17,6 +17,8 @@ from kvcommon.resp import (
     Status,
     Verbatim,
     encode,
+    encode_bulks,
+    encode_command,
 )
 
 FAST = settings(max_examples=60, deadline=None)
@@ -227,3 +229,8 @@ def test_resp3_replies_round_trip(reply):
 def test_resp3_special_doubles_parse():
     inf, minus_inf, nan = parse_replies(encode(math.inf, 3) + encode(-math.inf, 3) + encode(math.nan, 3))
     assert inf == math.inf and minus_inf == -math.inf and math.isnan(nan)
+
+
+def test_encode_bulks_is_encode_command_without_the_header():
+    args = [b"GET", b"", b"k" * 1500]
+    assert b"*3\r\n" + encode_bulks(args) == encode_command(args)
