@@ -22,8 +22,20 @@ log = logging.getLogger("kvproxy")
 @click.option("--port", type=int, default=6380, show_default=True, help="Port clients connect to")
 @click.option("--max-bulk-mb", type=int, default=64, show_default=True,
               help="Largest argument (value) a client may send, in MiB")
-def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, envvar="KVPROXY_WORKERS",
+              help="Proxy processes sharing the port (SO_REUSEPORT); one per core the proxy may use")
+def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, workers, log_level):
     """Run a proxy: Redis clients connect here."""
+    from kvproxy import workers as shared_port
+
+    number, children = 1, []
+    if workers > 1:
+        if not shared_port.port_is_free(host, port):
+            sys.exit(f"kvproxy: cannot listen on {host}:{port}: address already in use; pick another --port")
+        # Fork before the reactor, threads or sockets exist: each worker is a whole proxy.
+        number, children = shared_port.fork_workers(workers)
+        if number > 1:
+            proxy_id = f"{proxy_id}.{number}"
     setup_logging(f"kvproxy[{proxy_id}]", log_level)
     from twisted.internet import reactor, task
     from twisted.internet.error import CannotListenError
@@ -39,10 +51,18 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
     service = ProxyService(reactor, pool)
     task.LoopingCall(pool.check_stuck).start(1.0, now=False)
     commands = Commands(service, proxy_id, port)
+    factory = ClientFactory(commands, max_bulk_mb * 1024 * 1024)
     try:
-        reactor.listenTCP(port, ClientFactory(commands, max_bulk_mb * 1024 * 1024), interface=host, backlog=1024)
-    except CannotListenError as err:
-        sys.exit(f"kvproxy: cannot listen on {host}:{port}: {err.socketError}; pick another --port")
+        if workers > 1:
+            sock = shared_port.shared_listening_socket(host, port, backlog=1024)
+            reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+            sock.close()  # the reactor listens on a duplicate
+        else:
+            reactor.listenTCP(port, factory, interface=host, backlog=1024)
+    except (CannotListenError, shared_port.ListenError) as err:
+        shared_port.stop_workers(children)
+        why = err.socketError if isinstance(err, CannotListenError) else err
+        sys.exit(f"kvproxy: cannot listen on {host}:{port}: {why}; pick another --port")
     try:
         client = zk.connect(zk_address)
         watcher = MapWatcher(reactor, client, cluster, service, proxy_record(proxy_id, host, port))
@@ -51,6 +71,7 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
         sys.exit(f"kvproxy: {err.message}")
 
     def shutdown():
+        shared_port.stop_workers(children)
         watcher.stop()
         client.stop()
         client.close()
@@ -58,7 +79,8 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, log_level):
 
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
-    log.info("proxy %s listening on %s:%d for cluster %s", proxy_id, host, port, cluster)
+    log.info("proxy %s listening on %s:%d for cluster %s%s", proxy_id, host, port, cluster,
+             f" (worker {number} of {workers})" if workers > 1 else "")
     reactor.run(installSignalHandlers=False)
 
 
