@@ -14,34 +14,36 @@ from twisted.python.failure import Failure
 
 _WAITING = object()
 _CALLBACK = object()
-_NOTHING = object()
 
 
 class Pending:
-    """A reply still to come, for exactly one consumer: a Deferred without the chain, for the hot path.
+    """A reply still to come, for one consumer: a Deferred without the chain, for the hot path.
 
     ``then(consumer)`` calls consumer with the result when it comes (at once if it has come);
-    ``resolve(result)`` delivers it.
+    ``resolve(result)`` delivers it. The first result wins: later ones are ignored, so a timeout and
+    the real answer may race.
     """
 
-    __slots__ = ("_result", "_consumer")
+    __slots__ = ("result", "resolved", "_consumer")
 
     def __init__(self) -> None:
-        self._result = _NOTHING
+        self.result = None
+        self.resolved = False
         self._consumer: Callable[[object], None] | None = None
 
     def then(self, consumer: Callable[[object], None]) -> None:
-        if self._result is _NOTHING:
-            self._consumer = consumer
+        if self.resolved:
+            consumer(self.result)
         else:
-            result, self._result = self._result, None
-            consumer(result)
+            self._consumer = consumer
 
     def resolve(self, result) -> None:
+        if self.resolved:
+            return
+        self.resolved = True
+        self.result = result
         consumer = self._consumer
-        if consumer is None:
-            self._result = result
-        else:
+        if consumer is not None:
             self._consumer = None
             consumer(result)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet import defer
 
@@ -33,25 +33,26 @@ class PendingEntry:
         self.version = version
         self.level = level
         self.keys = tuple(keys)
-        self._waiters: list[defer.Deferred] = []
+        self._waiters: list[Callable[[Exception | None], None]] = []
         self.done = False
 
     def wait(self) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
-        if self.done:
-            d.callback(None)
-        else:
-            self._waiters.append(d)
+        self.on_done(lambda failure: d.callback(None) if failure is None else d.errback(failure))
         return d
+
+    def on_done(self, callback: Callable[[Exception | None], None]) -> None:
+        """Call callback(None) once the entry reached its level, or callback(error) if it never will."""
+        if self.done:
+            callback(None)
+        else:
+            self._waiters.append(callback)
 
     def finish(self, failure: Exception | None = None) -> None:
         self.done = True
         waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if failure is None:
-                d.callback(None)
-            else:
-                d.errback(failure)
+        for callback in waiters:
+            callback(failure)
 
 
 class Replica:

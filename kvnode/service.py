@@ -18,6 +18,7 @@ from kvcommon.commands import DATA_COMMANDS, check_arity, unknown_command
 from kvcommon.errors import CommandError, KVError, NotPrimaryError, OutcomeUnknownError, TryAgainError
 from kvcommon.hashing import partition_for
 from kvcommon.hlc import HybridClock
+from kvcommon.replies import Pending
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
 from kvnode.commit import GroupCommit
@@ -34,6 +35,7 @@ from kvnode.storage.records import (
     LogEntry,
     PartitionMeta,
     decode_value,
+    encode_entry,
     expire_at_of,
     kind_of,
     value_of,
@@ -302,7 +304,10 @@ class NodeService:
         writes = ctx.changes()
         if not writes:
             return self._after(waits, reply, writing=False) if waits else reply
-        waits.append(self._append(replica, ctx.version, writes, options.write_level))
+        entry = self._append(replica, ctx.version, writes, options.write_level)
+        if not waits:
+            return self._after_write(entry, reply)
+        waits.append(entry)
         return self._after(waits, reply, writing=True)
 
     def _append(self, replica: Replica, version: int, writes: dict[bytes, bytes | None],
@@ -312,8 +317,9 @@ class NodeService:
         entry, pending = replica.append(version, writes, level)
         meta = replica.meta
         partition = replica.partition
-        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta),
-                        lambda: self._primary_committed(replica, entry))
+        payload = encode_entry(entry)  # once, for the log and for every follower
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta, payload),
+                        lambda: self._primary_committed(replica, entry, payload))
         self.expiry.note(partition, writes)
         return pending
 
@@ -330,13 +336,23 @@ class NodeService:
             self._overdue.append((self.reactor.seconds() + self.write_timeout, out, writing))
         return out
 
+    def _after_write(self, entry: PendingEntry, reply) -> Pending:
+        """_after() for the common write, which waits for its own entry only: without Deferreds."""
+        out = Pending()
+        entry.on_done(lambda failure: out.resolve(reply if failure is None else failure))
+        if not out.resolved:
+            self._overdue.append((self.reactor.seconds() + self.write_timeout, out, True))
+        return out
+
     def expire_overdue(self) -> None:
         """Answer the requests that waited longer than ``write_timeout``; run it periodically."""
         now = self.reactor.seconds()
         overdue = self._overdue
         while overdue and overdue[0][0] <= now:
             _, out, writing = overdue.popleft()
-            if not out.called:
+            if type(out) is Pending:
+                out.resolve(self._overdue_error(writing))
+            elif not out.called:
                 out.callback(self._overdue_error(writing))
 
     def _overdue_error(self, writing: bool) -> KVError:
@@ -348,15 +364,16 @@ class NodeService:
         return TryAgainError(f"a key this command reads has a write that did not reach its write level within "
                              f"{timeout:.0f}s (too few replicas acknowledged); retry shortly")
 
-    def _primary_committed(self, replica: Replica, entry: LogEntry) -> None:
+    def _primary_committed(self, replica: Replica, entry: LogEntry, payload: bytes) -> None:
         replica.on_committed(entry.seq)
         if replica.role == Role.PRIMARY:
-            self.leader.ship(replica, entry)
+            self.leader.ship(replica, entry, payload)
 
     # -- replication, follower side ----------------------------------------------------------------
 
-    def apply_replicated(self, partition: int, entry: LogEntry, on_commit) -> str | None:
-        """Apply an entry from our primary. Returns None, or why it was refused."""
+    def apply_replicated(self, partition: int, entry: LogEntry, on_commit, payload: bytes | None = None) -> str | None:
+        """Apply an entry from our primary (``payload`` is its encoding, as received). Returns None, or why
+        it was refused."""
         replica = self.replicas.get(partition)
         if replica is None or replica.role != Role.SECONDARY:
             return f"node {self.id} is not a secondary of partition {partition}"
@@ -375,7 +392,7 @@ class NodeService:
             replica.on_committed(entry.seq)
             on_commit(entry.seq)
 
-        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta), committed)
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta, payload), committed)
         return None
 
     def begin_snapshot(self, partition: int, meta: PartitionMeta) -> None:

@@ -28,8 +28,9 @@ CATCH_UP_CHUNK = 512
 SNAPSHOT_CHUNK = 1000
 
 
-def entry_message(partition: int, entry: LogEntry) -> bytes:
-    return encode([b"ENTRY", partition, entry.generation, entry.seq, encode_entry(entry)])
+def entry_message(partition: int, entry: LogEntry, payload: bytes | None = None) -> bytes:
+    """The stream message of an entry; ``payload`` is encode_entry(entry) when the caller has it."""
+    return encode([b"ENTRY", partition, entry.generation, entry.seq, payload or encode_entry(entry)])
 
 
 class FollowerStream:
@@ -188,10 +189,10 @@ class LeaderStreams:
             streams.remove(stream)
             conn.streams.remove(stream)
 
-    def ship(self, replica: Replica, entry: LogEntry) -> None:
+    def ship(self, replica: Replica, entry: LogEntry, payload: bytes | None = None) -> None:
         streams = self.by_partition.get(replica.partition)
         if streams:
-            message = entry_message(replica.partition, entry)
+            message = entry_message(replica.partition, entry, payload)
             for stream in streams:
                 stream.on_committed(entry, message)
 

@@ -7,6 +7,7 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
 from kvcommon.errors import NotPrimaryError, OutcomeUnknownError, TryAgainError
+from kvcommon.replies import Pending
 from kvcommon.resp import INCOMPLETE, OK, ReplyParser, encode_command
 from kvmeta.schema import ClusterConfig, PartitionState
 from kvnode.protocol import NodeProtocol
@@ -48,6 +49,8 @@ def result_of(reply):
     """The value a reply has now: a Deferred's result, or the reply itself; None while pending."""
     if isinstance(reply, defer.Deferred):
         return reply.result if reply.called else None
+    if isinstance(reply, Pending):
+        return reply.result if reply.resolved else None
     return reply
 
 
