@@ -351,7 +351,8 @@ class NodeService:
         while overdue and overdue[0][0] <= now:
             _, out, writing = overdue.popleft()
             if type(out) is Pending:
-                out.resolve(self._overdue_error(writing))
+                if not out.resolved:
+                    out.resolve(self._overdue_error(writing))
             elif not out.called:
                 out.callback(self._overdue_error(writing))
 

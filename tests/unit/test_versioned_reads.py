@@ -5,7 +5,7 @@ import time
 from kvcommon.errors import CommandError, NotPrimaryError
 from kvcommon.hlc import LOGICAL_BITS
 from kvmeta.schema import PartitionState
-from kvnode.compaction import HistoryCompactor
+from kvnode.compaction import IDLE_REST_TICKS, HistoryCompactor
 from kvnode.service import RequestOptions
 from kvnode.storage.history import read_as_of
 from kvnode.storage.records import KIND_TOMBSTONE, decode_meta, kind_of, value_of
@@ -83,6 +83,24 @@ def test_compaction_removes_old_versions_on_its_own_replica():
     clock.advance(0)
     assert result_of(service.execute([b"KV.GETASOF", b"k", b"%d" % last], 0, 3)) == b"three"
     assert compactor.tick((last >> LOGICAL_BITS) + retention_ms + 1) == 0
+
+
+def test_compaction_rests_after_a_walk_that_found_nothing():
+    service, clock = make_service(write_level="1")
+    for value in (b"one", b"two"):
+        service.execute([b"SET", b"k", value], 0, 3)
+        clock.advance(0)
+    compactor = HistoryCompactor(service, budget=10, grace_ms=0)
+    now_ms = service.clock.last >> LOGICAL_BITS
+    assert compactor.tick(now_ms) == 0  # everything is within the retention window
+    read = compactor.read
+    assert read > 0
+    for _ in range(IDLE_REST_TICKS):
+        assert compactor.tick(now_ms) == 0
+    assert compactor.read == read, "a resting compactor reads nothing"
+    retention_ms = service.config.retention_seconds * 1000
+    assert compactor.tick(now_ms + retention_ms + 1) == 1
+    assert compactor.read > read
 
 
 def test_a_snapshot_copy_carries_the_history_to_the_follower():
