@@ -317,8 +317,8 @@ class NodeService:
         entry, pending = replica.append(version, writes, level)
         meta = replica.meta
         partition = replica.partition
-        payload = encode_entry(entry)  # once, for the log and for every follower
-        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta, payload),
+        payload = encode_entry(entry)  # once, for every follower's stream
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta),
                         lambda: self._primary_committed(replica, entry, payload))
         self.expiry.note(partition, writes)
         return pending
@@ -372,9 +372,8 @@ class NodeService:
 
     # -- replication, follower side ----------------------------------------------------------------
 
-    def apply_replicated(self, partition: int, entry: LogEntry, on_commit, payload: bytes | None = None) -> str | None:
-        """Apply an entry from our primary (``payload`` is its encoding, as received). Returns None, or why
-        it was refused."""
+    def apply_replicated(self, partition: int, entry: LogEntry, on_commit) -> str | None:
+        """Apply an entry from our primary. Returns None, or why it was refused."""
         replica = self.replicas.get(partition)
         if replica is None or replica.role != Role.SECONDARY:
             return f"node {self.id} is not a secondary of partition {partition}"
@@ -393,7 +392,7 @@ class NodeService:
             replica.on_committed(entry.seq)
             on_commit(entry.seq)
 
-        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta, payload), committed)
+        self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta), committed)
         return None
 
     def begin_snapshot(self, partition: int, meta: PartitionMeta) -> None:

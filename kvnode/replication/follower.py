@@ -168,8 +168,7 @@ class PrimaryLink:
             entry = decode_entry(message[4])
             if entry.seq <= self.service.replica(partition).seq:
                 return
-            refused = self.service.apply_replicated(partition, entry, lambda seq: self.ack(partition, seq),
-                                                    message[4])
+            refused = self.service.apply_replicated(partition, entry, lambda seq: self.ack(partition, seq))
             if refused:
                 self._resync_later(partition, refused)
         elif kind == b"SNAP-BEGIN":

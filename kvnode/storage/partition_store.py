@@ -15,11 +15,12 @@ from kvnode.storage import keys
 from kvnode.storage.history import tombstone
 from kvnode.storage.interface import CorruptionError, Engine, Snapshot, WriteBatch
 from kvnode.storage.records import (
+    IN_HISTORY,
     LogEntry,
     PartitionMeta,
     decode_entry,
     decode_meta,
-    encode_entry,
+    encode_log_record,
     encode_meta,
 )
 
@@ -70,7 +71,9 @@ class PartitionStore:
     def read_log(self, partition: int, from_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` log entries from ``from_seq`` on, in seq order; fewer at the end of the log.
 
-        The first entry is not ``from_seq`` if the log was trimmed past it: callers compare.
+        The first entry is not ``from_seq`` if the log was trimmed past it: callers compare. The records
+        of puts come from the history; where compaction removed one (an entry older than the retention
+        window), the entries stop before it, as if the log were trimmed there.
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -82,8 +85,24 @@ class PartitionStore:
                 raise CorruptionError(
                     f"partition {partition}: log key {keys.seq_of(key)} holds entry {entry.seq}"
                 )
+            entry = self._with_records(partition, entry)
+            if entry is None:
+                break
             entries.append(entry)
         return entries
+
+    def _with_records(self, partition: int, entry: LogEntry) -> LogEntry | None:
+        """The entry with the history's records in place of IN_HISTORY; None if one is gone."""
+        if not any(record is IN_HISTORY for _, record in entry.ops):
+            return entry
+        ops = []
+        for user_key, record in entry.ops:
+            if record is IN_HISTORY:
+                record = self.engine.get(keys.history_key(partition, user_key, entry.version))
+                if record is None:
+                    return None
+            ops.append((user_key, record))
+        return entry._replace(ops=tuple(ops))
 
     def first_log_seq(self, partition: int) -> int | None:
         """The oldest seq still in the partition's log, or None if the log is empty."""
@@ -99,15 +118,16 @@ class PartitionStore:
         partition: int,
         entry: LogEntry,
         meta: PartitionMeta,
-        payload: bytes | None = None,
+        log_record: bytes | None = None,
     ) -> None:
         """Add to ``batch`` the writes of one log entry: its operations on data keys and their history
         records at the entry's version, the entry itself under its log key, and ``meta``, the partition's
         meta once the entry is applied.
 
-        ``payload`` is ``encode_entry(entry)`` when the caller already has it (a secondary receives it on
-        the stream), to save encoding it again. The batch may gather entries of several partitions, and
-        several consecutive entries of one partition, before one ``engine.write`` (group commit).
+        The log keeps the entry without the records of its puts (``encode_log_record``): the history has
+        them. ``log_record`` is that encoding when the caller already has it. The batch may gather entries
+        of several partitions, and several consecutive entries of one partition, before one
+        ``engine.write`` (group commit).
         """
         if meta.seq != entry.seq:
             raise ValueError(f"partition {partition}: meta at seq {meta.seq} for log entry {entry.seq}")
@@ -124,7 +144,7 @@ class PartitionStore:
             else:
                 put(prefix + user_key, record)
                 put(history_key(partition, user_key, version), record)
-        put(keys.log_key(partition, entry.seq), encode_entry(entry) if payload is None else payload)
+        put(keys.log_key(partition, entry.seq), encode_log_record(entry) if log_record is None else log_record)
         put(keys.meta_key(partition), encode_meta(meta))
 
     def write_meta(self, batch: WriteBatch, partition: int, meta: PartitionMeta) -> None:

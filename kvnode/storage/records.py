@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from struct import Struct
 from struct import error as StructError
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from kvnode.storage.interface import CorruptionError
 
@@ -79,10 +79,24 @@ def value_of(raw: bytes) -> bytes:
 
 # generation | seq | version | number of ops
 _ENTRY_HEADER = Struct(">QQQI")
-# key length | record length, or _DELETED for a delete; followed by the key, then the record
+# key length | record length, or _DELETED for a delete, or _IN_HISTORY for a put whose record is not
+# here; followed by the key, then the record if it is here
 _OP_HEADER = Struct(">II")
 _OP_HEADER_SIZE = _OP_HEADER.size
 _DELETED = 0xFFFFFFFF
+_IN_HISTORY = 0xFFFFFFFE
+
+
+class _InHistory:
+    """The record of a put that a stored log entry leaves to the history (see encode_log_record)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "IN_HISTORY"
+
+
+IN_HISTORY: Final = _InHistory()
 
 Op = tuple[bytes, bytes | None]
 
@@ -120,7 +134,24 @@ def encode_entry(entry: LogEntry) -> bytes:
     return b"".join(parts)
 
 
+def encode_log_record(entry: LogEntry) -> bytes:
+    """A log entry as the node stores it: without the records of its puts.
+
+    Every put of an entry also goes to the history under (key, the entry's version), in the same batch,
+    so storing the record in the log too would write each value a third time, and LevelDB would compact
+    it a third time. Reading the entry back (PartitionStore.read_log) takes the records from the history.
+    """
+    parts = [_ENTRY_HEADER.pack(entry.generation, entry.seq, entry.version, len(entry.ops))]
+    append = parts.append
+    pack_op = _OP_HEADER.pack
+    for key, record in entry.ops:
+        append(pack_op(len(key), _DELETED if record is None else _IN_HISTORY))
+        append(key)
+    return b"".join(parts)
+
+
 def decode_entry(raw: bytes) -> LogEntry:
+    """A log entry from encode_entry, or from encode_log_record: then its puts hold IN_HISTORY."""
     unpack_op = _OP_HEADER.unpack_from
     try:
         generation, seq, version, count = _ENTRY_HEADER.unpack_from(raw)
@@ -133,6 +164,8 @@ def decode_entry(raw: bytes) -> LogEntry:
             offset += key_length
             if record_length == _DELETED:
                 ops.append((key, None))
+            elif record_length == _IN_HISTORY:
+                ops.append((key, IN_HISTORY))
             else:
                 ops.append((key, raw[offset : offset + record_length]))
                 offset += record_length

@@ -15,6 +15,7 @@ from kvnode.storage import (
     encode_value,
     keys,
 )
+from kvnode.storage.records import IN_HISTORY, decode_entry
 
 LAST_PARTITION = 2**32 - 1
 
@@ -97,11 +98,31 @@ def test_apply_refuses_a_meta_that_is_not_at_the_entrys_seq(store):
         store.apply(WriteBatch(), 1, entry, meta.at(0))
 
 
-def test_apply_stores_a_received_payload_as_is(store):
+def test_the_log_leaves_the_values_to_the_history(store):
+    writer = Writer(store, 1)
+    entry = writer.write((b"k", b"v" * 1000), (b"gone", None))
+    stored = store.engine.get(keys.log_key(1, entry.seq))
+    assert len(stored) < 100, "a stored log entry holds no value"
+    assert decode_entry(stored).ops == ((b"k", IN_HISTORY), (b"gone", None))
+    assert store.read_log(1, 1, 10) == [entry]
+
+
+def test_a_log_read_stops_where_compaction_took_a_record(store):
+    writer = Writer(store, 1)
+    first = writer.write((b"a", b"1"))
+    second = writer.write((b"b", b"2"))
+    writer.write((b"c", b"3"))
+    commit(store, lambda batch: batch.delete(keys.history_key(1, b"b", second.version)))
+    assert store.read_log(1, 1, 10) == [first]
+    assert store.read_log(1, 2, 10) == []
+
+
+def test_log_entries_stored_with_their_records_still_read(store):
+    # Entries written before the log left values to the history hold their records.
     entry, meta = Writer(store, 1).entry((b"k", b"v"))
-    payload = encode_entry(entry)
-    commit(store, lambda batch: store.apply(batch, 1, entry, meta, payload=payload))
-    assert store.engine.get(keys.log_key(1, 1)) == payload
+    commit(store, lambda batch: store.apply(batch, 1, entry, meta))
+    commit(store, lambda batch: batch.put(keys.log_key(1, 1), encode_entry(entry)))
+    assert store.read_log(1, 1, 10) == [entry]
 
 
 def test_one_batch_commits_entries_of_several_partitions_or_none(store):

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from kvnode.storage import CorruptionError, MemoryEngine, StorageError, WriteBatch, keys
 from kvnode.storage.records import (
+    IN_HISTORY,
     KIND_STRING,
     KIND_TOMBSTONE,
     LogEntry,
@@ -16,6 +17,7 @@ from kvnode.storage.records import (
     decode_value,
     divergence_seq,
     encode_entry,
+    encode_log_record,
     encode_meta,
     encode_value,
     expire_at_of,
@@ -60,6 +62,14 @@ ops = st.lists(st.tuples(st.binary(max_size=20), st.none() | st.binary(max_size=
 def test_log_entries_round_trip(generation, seq, version, ops):
     entry = LogEntry(generation, seq, version, tuple(ops))
     assert decode_entry(encode_entry(entry)) == entry
+
+
+@given(generation=u64, seq=u64, version=u64, ops=ops)
+def test_stored_log_entries_keep_everything_but_the_records_of_puts(generation, seq, version, ops):
+    entry = LogEntry(generation, seq, version, ops)
+    stored = decode_entry(encode_log_record(entry))
+    assert stored._replace(ops=()) == entry._replace(ops=())
+    assert stored.ops == tuple((key, None if record is None else IN_HISTORY) for key, record in ops)
 
 
 def test_a_delete_and_an_empty_value_are_different_operations():
