@@ -49,7 +49,7 @@ LOADS = (("SET", 1), ("SET", 16), ("GET", 1), ("GET", 16))
 CPU_LOADS = (("SET", 1), ("GET", 1))
 MB = 1024 * 1024
 LOG_WIDTH = 120
-# After a bulk load LevelDB compacts for a while; GETs measured meanwhile would measure the compaction.
+# After a load LevelDB compacts for a while; a load measured meanwhile would measure the compaction too.
 SETTLE_CPU = 0.3
 SETTLE_TIMEOUT = 60.0
 YCSB_OPS_TIME_LIMIT = 3600.0
@@ -228,11 +228,10 @@ class BenchRun:
         label = f"{target}: {load.label}" + (f" w={write_level}" if write_level else "")
         rate = load.calibrate(port)
         requests = load.requests_for(rate, self.settings.seconds)
-        meter = CpuMeter(processes)
-        meter.start()
+        meter = self._start_meter(processes)
         with self.progress.task(label, requests / rate, " s") as advance:
             run = run_redis_benchmark(load.argv(port, requests), on_tick=advance)
-        cpu = meter.stop()
+        cpu = self._stop_meter(meter)
         row = {
             "target": target, "test": load.test, "pipeline": load.pipeline, "clients": load.clients,
             "write_level": write_level, "keyspace": load.keyspace, "value_size": load.value_size,
@@ -257,12 +256,11 @@ class BenchRun:
                 seconds = YCSB_OPS_TIME_LIMIT if s.ycsb_ops else s.seconds
                 spec = RunSpec(port, workload, s.records, seconds=seconds, max_ops=s.ycsb_ops, workers=s.workers,
                                connections=s.connections, value_size=s.value_size, scan_command=s.scan_command)
-                meter = CpuMeter(processes)
-                meter.start()
+                meter = self._start_meter(processes)
                 total, unit = (s.ycsb_ops, " ops") if s.ycsb_ops else (s.seconds, " s")
                 with self.progress.task(f"{name}: YCSB {workload}", total, unit) as advance:
                     result = run_workload(spec, on_progress=advance)
-                cpu = meter.stop()
+                cpu = self._stop_meter(meter)
                 row = {"target": name, **result.to_dict(), "write_level": s.write_level if name == "ours" else None,
                        "cpu_per_1000_ops": {k: round(v, 5) for k, v in per_thousand(cpu, result.ops).items()}}
                 self.results["ycsb"].append(row)
@@ -308,6 +306,19 @@ class BenchRun:
         with self.progress.task(what, count - start, " keys") as advance:
             load_keys(port, start, count, value_size, prefix=prefix, batch=batch, on_progress=advance)
 
+    def _start_meter(self, processes: list[Watched]) -> CpuMeter:
+        """Measure from a quiet start: what the last load left to do (compaction, an AOF rewrite) is not
+        this load's."""
+        self._settle([p.pid for p in processes])
+        meter = CpuMeter(processes)
+        meter.start()
+        return meter
+
+    def _stop_meter(self, meter: CpuMeter) -> dict[str, float]:
+        """The load's CPU, including the background work it leaves behind (waited for, up to a minute)."""
+        self._settle([p.pid for p in meter.processes])
+        return meter.stop()
+
     def _settle(self, pids: list[int]) -> None:
         """Wait (up to a minute) until the nodes' background work after a load has calmed down."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -329,6 +340,8 @@ class BenchRun:
                 "CPUs with the servers.",
                 "YCSB runs are closed-loop Python clients: against Redis they measure the client as much as "
                 "the server.",
+                "Each load starts once the servers are quiet; its CPU includes the background work it leaves "
+                "(LevelDB compaction, AOF rewrites), waited for after the load.",
             ] + ([] if self.settings.write_level == "1" else [
                 "The SET targets are for write level 1: run with --write-level 1 to measure them.",
             ]),
