@@ -31,6 +31,9 @@ log = logging.getLogger("kvnode")
 def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)
+    from kvcommon import reactor as server_reactor
+
+    server_reactor.install()
     from twisted.internet import reactor, task
     from twisted.internet.error import CannotListenError
 

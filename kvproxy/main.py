@@ -37,6 +37,9 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, workers, log_le
         if number > 1:
             proxy_id = f"{proxy_id}.{number}"
     setup_logging(f"kvproxy[{proxy_id}]", log_level)
+    from kvcommon import reactor as server_reactor
+
+    server_reactor.install()
     from twisted.internet import reactor, task
     from twisted.internet.error import CannotListenError
 
