@@ -31,6 +31,7 @@ log = logging.getLogger("kvnode")
 def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)
+    from kvcommon import gctune
     from kvcommon import reactor as server_reactor
 
     server_reactor.install()
@@ -86,6 +87,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     log.info("node %s listening on %s:%d, data in %s", node_id, host, port, data_dir)
+    gctune.tune_for_server()
     reactor.run(installSignalHandlers=False)
 
 

@@ -37,6 +37,7 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, workers, log_le
         if number > 1:
             proxy_id = f"{proxy_id}.{number}"
     setup_logging(f"kvproxy[{proxy_id}]", log_level)
+    from kvcommon import gctune
     from kvcommon import reactor as server_reactor
 
     server_reactor.install()
@@ -84,6 +85,7 @@ def main(zk_address, cluster, proxy_id, host, port, max_bulk_mb, workers, log_le
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
     log.info("proxy %s listening on %s:%d for cluster %s%s", proxy_id, host, port, cluster,
              f" (worker {number} of {workers})" if workers > 1 else "")
+    gctune.tune_for_server()
     reactor.run(installSignalHandlers=False)
 
 
