@@ -36,6 +36,11 @@ def pair():
     b.close()
 
 
+def writer_on(sock: socket.socket) -> tuple[task.Clock, SocketTransport, TurnWriter]:
+    clock = task.Clock()
+    return clock, SocketTransport(sock, clock), TurnWriter()
+
+
 def received(sock: socket.socket) -> bytes:
     try:
         return sock.recv(1 << 20)
@@ -44,9 +49,7 @@ def received(sock: socket.socket) -> bytes:
 
 
 def test_writes_of_a_turn_leave_in_one_send_when_the_turn_ends(pair):
-    clock = task.Clock()
-    transport = SocketTransport(pair[0], clock)
-    writer = TurnWriter()
+    clock, transport, writer = writer_on(pair[0])
     writer.write(transport, b"+OK\r\n")
     writer.write(transport, b"$1\r\na\r\n")
     assert received(pair[1]) == b""  # nothing before the turn ends
@@ -71,10 +74,8 @@ def test_one_end_of_turn_call_serves_every_connection(pair):
 
 
 def test_what_the_kernel_does_not_take_goes_to_the_transport(pair):
-    clock = task.Clock()
     pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    transport = SocketTransport(pair[0], clock)
-    writer = TurnWriter()
+    clock, transport, writer = writer_on(pair[0])
     data = bytes(range(256)) * 40_000
     writer.write(transport, data)
     clock.advance(0)
@@ -86,10 +87,8 @@ def test_what_the_kernel_does_not_take_goes_to_the_transport(pair):
 
 
 def test_a_transport_holding_bytes_keeps_the_order(pair):
-    clock = task.Clock()
-    transport = SocketTransport(pair[0], clock)
+    clock, transport, writer = writer_on(pair[0])
     transport.dataBuffer = b"older"
-    writer = TurnWriter()
     writer.write(transport, b"newer")
     clock.advance(0)
     assert received(pair[1]) == b""
@@ -97,9 +96,7 @@ def test_a_transport_holding_bytes_keeps_the_order(pair):
 
 
 def test_a_closing_transport_gets_the_bytes_itself(pair):
-    clock = task.Clock()
-    transport = SocketTransport(pair[0], clock)
-    writer = TurnWriter()
+    clock, transport, writer = writer_on(pair[0])
     writer.write(transport, b"-ERR bye\r\n")
     transport.disconnecting = True
     clock.advance(0)
@@ -107,9 +104,7 @@ def test_a_closing_transport_gets_the_bytes_itself(pair):
 
 
 def test_flush_transport_sends_one_connection_at_once(pair):
-    clock = task.Clock()
-    transport = SocketTransport(pair[0], clock)
-    writer = TurnWriter()
+    clock, transport, writer = writer_on(pair[0])
     writer.write(transport, b"last words")
     writer.flush_transport(transport)
     assert received(pair[1]) == b"last words"
