@@ -30,7 +30,7 @@ def wait_for_pids(port: int, wanted: int, timeout: float = 20.0) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(pids) < wanted:
         try:
-            with redis.Redis(port=port, socket_timeout=2) as r:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as r:
                 pids.add(r.info("server")["process_id"])
         except redis.ConnectionError:
             time.sleep(0.1)
@@ -50,7 +50,7 @@ def test_workers_share_the_port_serve_the_same_data_and_stop_together(make_clust
         pids = wait_for_pids(port, 2)
         assert len(pids) == 2 and proxy.pid in pids, f"connections reached the workers {pids}"
         # What one worker writes, every worker reads: they are proxies of one cluster.
-        clients = [redis.Redis(port=port) for _ in range(20)]
+        clients = [redis.Redis(host="127.0.0.1", port=port) for _ in range(20)]
         for i, client in enumerate(clients):
             client.set(f"w:{i}", i)
         # Each client reads the key written by the client at the mirrored position.
