@@ -35,9 +35,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def kvctl(checkout: Path, *args: str) -> None:
-    # The checkout's code comes first on the path: the cluster runs the commit being measured.
+    # The checkout's code comes first on the path (python -m puts the working directory there), and the
+    # servers the cluster starts import from where kvctl was imported: the commit being measured.
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    subprocess.run([sys.executable, "-m", "kvmeta.cli", *args], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "kvmeta.cli", *args], env=env, cwd=checkout, check=True,
+                   capture_output=True)
 
 
 def run_load(test: str, pipeline: int, requests: int, value_size: int, pids: dict[str, list[int]]) -> dict:
