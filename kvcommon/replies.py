@@ -12,6 +12,8 @@ from collections.abc import Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from kvcommon.errors import KVError
+
 _WAITING = object()
 _CALLBACK = object()
 
@@ -90,3 +92,13 @@ class OrderedReplies:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+
+def unwrap_first_error(failure: Failure):
+    """An errback for gatherResults: the KVError a failed request fired with, as a reply to send, rather than
+    the FirstError around it; other failures pass on."""
+    if failure.check(defer.FirstError):
+        failure = failure.value.subFailure
+    if failure.check(KVError):
+        return failure.value
+    return failure

@@ -18,7 +18,7 @@ from kvcommon.commands import DATA_COMMANDS, check_arity, unknown_command
 from kvcommon.errors import CommandError, KVError, NotPrimaryError, OutcomeUnknownError, TryAgainError
 from kvcommon.hashing import partition_for
 from kvcommon.hlc import HybridClock
-from kvcommon.replies import Pending
+from kvcommon.replies import Pending, unwrap_first_error
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
 from kvnode.commit import GroupCommit
@@ -329,7 +329,7 @@ class NodeService:
         done = waits[0].wait() if len(waits) == 1 else defer.gatherResults([w.wait() for w in waits],
                                                                           consumeErrors=True)
         done.addCallback(lambda _: reply)
-        done.addErrback(_unwrap_first_error)
+        done.addErrback(unwrap_first_error)
         done.addBoth(lambda result: out.called or out.callback(result))
         if not out.called:
             # One sweep (expire_overdue) instead of a timer per request: deadlines come in order.
@@ -527,12 +527,3 @@ class NodeService:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _unwrap_first_error(failure):
-    """gatherResults wraps a failure in FirstError; callers want the KVError inside."""
-    if failure.check(defer.FirstError):
-        failure = failure.value.subFailure
-    if failure.check(KVError):
-        return failure.value
-    return failure

@@ -20,6 +20,7 @@ from twisted.internet import defer
 from kvcommon.commands import DATA_COMMANDS, check_arity, wrong_arity
 from kvcommon.errors import CommandError, KVError, error_from_reply
 from kvcommon.hlc import LOGICAL_BITS, LOGICAL_MASK
+from kvcommon.replies import unwrap_first_error
 from kvcommon.strings import word
 from kvproxy.fanout import merge_page
 
@@ -164,7 +165,7 @@ class RangeCommands:
         partitions = range(self.service.view.partition_count)
         d = merge_page(partitions, lambda p, after, count: self._fetch(request, p, after, count),
                        request.limit, request.descending)
-        d.addCallbacks(lambda page: self._reply(request, *page), _as_error)
+        d.addCallbacks(lambda page: self._reply(request, *page), unwrap_first_error)
         return d
 
     def _fetch(self, request: RangeRequest, partition: int, after: bytes | None, count: int):
@@ -194,11 +195,3 @@ def _part_reply(reply, keys_only: bool) -> tuple[list, bool]:
     if keys_only:
         return [(key,) for key in flat], bool(more)
     return list(zip(flat[::2], flat[1::2], strict=True)), bool(more)
-
-
-def _as_error(failure):
-    if failure.check(defer.FirstError):
-        failure = failure.value.subFailure
-    if failure.check(KVError):
-        return failure.value
-    return failure
