@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Self
 
 ROOT = "/kv"
 
@@ -61,12 +62,19 @@ class ClusterPaths:
         return f"{self.operations}/{name}"
 
 
-def _dump(record) -> bytes:
-    return json.dumps(asdict(record), sort_keys=True).encode()
+class JsonRecord:
+    """A dataclass stored in ZooKeeper as JSON of its fields."""
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        return cls(**json.loads(data))
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(JsonRecord):
     partitions: int
     replication_factor: int = 3
     write_level: str = "quorum"
@@ -84,16 +92,9 @@ class ClusterConfig:
         if self.read_level not in READ_LEVELS:
             raise ValueError(f"read level must be one of {', '.join(READ_LEVELS)}, not {self.read_level!r}")
 
-    def encode(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> ClusterConfig:
-        return cls(**json.loads(data))
-
 
 @dataclass(frozen=True)
-class NodeRecord:
+class NodeRecord(JsonRecord):
     """Where a live process listens. ``port`` speaks RESP (clients, proxies, replication)."""
 
     id: str
@@ -106,31 +107,17 @@ class NodeRecord:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def encode(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> NodeRecord:
-        return cls(**json.loads(data))
-
 
 @dataclass(frozen=True)
-class MemberRecord:
+class MemberRecord(JsonRecord):
     id: str
     zone: str = ""
     # A draining node keeps serving but the controller moves its replicas elsewhere.
     draining: bool = False
 
-    def encode(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> MemberRecord:
-        return cls(**json.loads(data))
-
 
 @dataclass(frozen=True)
-class PartitionState:
+class PartitionState(JsonRecord):
     """Who serves a partition, and in which generation.
 
     ``replicas`` lists every node that holds a copy, primary included; ``in_sync`` the replicas that have
@@ -151,9 +138,6 @@ class PartitionState:
     @property
     def secondaries(self) -> tuple[str, ...]:
         return tuple(r for r in self.replicas if r != self.primary)
-
-    def encode(self) -> bytes:
-        return _dump(self)
 
     @classmethod
     def decode(cls, data: bytes) -> PartitionState:
@@ -183,7 +167,7 @@ class PositionsRecord:
 
 
 @dataclass(frozen=True)
-class OperationRecord:
+class OperationRecord(JsonRecord):
     """A requested change the controller leader carries out over several steps (a planned switch of
     primary, an unclean failover). Recorded in ZooKeeper so a controller that takes over finishes it."""
 
@@ -199,10 +183,3 @@ class OperationRecord:
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.partition:05d}"
-
-    def encode(self) -> bytes:
-        return _dump(self)
-
-    @classmethod
-    def decode(cls, data: bytes) -> OperationRecord:
-        return cls(**json.loads(data))
