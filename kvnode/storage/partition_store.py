@@ -93,8 +93,6 @@ class PartitionStore:
 
     def _with_records(self, partition: int, entry: LogEntry) -> LogEntry | None:
         """The entry with the history's records in place of IN_HISTORY; None if one is gone."""
-        if not any(record is IN_HISTORY for _, record in entry.ops):
-            return entry
         ops = []
         for user_key, record in entry.ops:
             if record is IN_HISTORY:

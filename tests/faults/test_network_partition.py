@@ -510,25 +510,26 @@ def cut_off_a_primary_and_heal(cluster: NamespacedCluster, writers: Writers) -> 
     return PartitionEvents(victim, victim_partitions, replies, cut_at, healed_at)
 
 
-def test_an_isolated_primary_acknowledges_nothing_and_rejoins_as_a_secondary(cluster):
-    writers = Writers(cluster, overwrite=False)
+def partition_under_load(cluster, overwrite: bool) -> tuple[Writers, PartitionEvents]:
+    """Cut off a primary and heal it while writers run; the writers, stopped, and what happened."""
+    writers = Writers(cluster, overwrite=overwrite)
     writers.start()
     try:
         events = cut_off_a_primary_and_heal(cluster, writers)
     finally:
         writers.stop()
+    return writers, events
+
+
+def test_an_isolated_primary_acknowledges_nothing_and_rejoins_as_a_secondary(cluster):
+    writers, events = partition_under_load(cluster, overwrite=False)
     check_isolated_primary_refused(events.probe)
     wait_until_converged(cluster, timeout=CONVERGE_TIMEOUT)
     check_acknowledged_writes_survived(cluster, writers.log, events)
 
 
 def test_overwritten_keys_keep_their_last_acknowledged_value_across_a_network_partition(cluster):
-    writers = Writers(cluster, overwrite=True)
-    writers.start()
-    try:
-        events = cut_off_a_primary_and_heal(cluster, writers)
-    finally:
-        writers.stop()
+    writers, events = partition_under_load(cluster, overwrite=True)
     wait_until_converged(cluster, timeout=CONVERGE_TIMEOUT)
     check_acknowledged_writes_survived(cluster, writers.log, events)
 
