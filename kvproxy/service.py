@@ -77,15 +77,14 @@ class ProxyService:
         if conn is None:
             return self.send(partition, args, options, readonly, eventual)
         pending = Pending()
+        request = (partition, args, options, readonly, eventual, started)
 
         def on_result(result):
-            if not isinstance(result, NodeUnavailable) and not _retryable(result):
-                pending.resolve(result)
-                return
-            if isinstance(result, NodeUnavailable) and result.sent and not readonly:
-                pending.resolve(_maybe_applied(result))
-                return
-            self._retry(partition, args, options, readonly, eventual, started, str(result)).addBoth(pending.resolve)
+            outcome = self._after_attempt(result, request)
+            if isinstance(outcome, defer.Deferred):
+                outcome.addBoth(pending.resolve)
+            else:
+                pending.resolve(outcome)
 
         conn.send(self._px_request(route, options, args), started, on_result)
         return pending
@@ -111,20 +110,22 @@ class ProxyService:
             return self._retry(*request, "no live primary")
         d = self.pool.request(route.node, route.host, route.port,
                               [b"PX", partition, route.generation, options, *args])
-        d.addCallbacks(self._check, self._failed, callbackArgs=request, errbackArgs=request)
+        d.addCallbacks(self._after_attempt, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return d
 
-    def _check(self, reply, *request):
-        if _retryable(reply):
-            return self._retry(*request, str(reply))
-        return reply
-
-    def _failed(self, failure, *request):
+    def _failed(self, failure, request):
         failure.trap(NodeUnavailable)
-        readonly = request[3]
-        if failure.value.sent and not readonly:
-            return _maybe_applied(failure.value)
-        return self._retry(*request, str(failure.value))
+        return self._after_attempt(failure.value, request)
+
+    def _after_attempt(self, result, request):
+        """What the first attempt's result (a reply, or NodeUnavailable) means: the answer, or the retries
+        (a Deferred). A refusal is retried; so is a lost connection, unless a write may have been applied."""
+        if isinstance(result, NodeUnavailable):
+            if result.sent and not request[3]:  # readonly
+                return _maybe_applied(result)
+        elif not _retryable(result):
+            return result
+        return self._retry(*request, str(result))
 
     @defer.inlineCallbacks
     def _retry(self, partition, args, options, readonly, eventual, started: float, why: str):
