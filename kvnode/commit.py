@@ -1,13 +1,22 @@
-"""Group commit: every change made in one reactor turn goes to LevelDB in one write batch.
+"""Group commit: the changes made while the last batch was being written go to LevelDB in one write batch.
 
 Callers add a function that puts its changes into the batch and a callback to run once the batch is on
 disk; nothing is acknowledged to anyone before that. With ``sync`` the batch is also flushed to stable
-storage (fsync) before the callbacks run, so one fsync pays for every write of the turn.
+storage (fsync) before the callbacks run, so one fsync pays for every write of the batch.
+
+A node writes on a thread of its own (``StorageWriter``). LevelDB makes a writer wait while it compacts
+(when too many level-0 files pile up under a bulk load, for seconds), and fsync takes as long as the disk
+wants: on the reactor thread either would stop the node answering reads, replication and its proxies,
+which would then take it for dead. One batch is written at a time; what is added meanwhile waits for the
+next. A batch's fillers run on the reactor thread once the batch before it is on disk, so a filler that
+reads the store (a snapshot dropping a partition's keys) sees every earlier change.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -17,13 +26,47 @@ from kvnode.storage.interface import Engine, WriteBatch
 log = logging.getLogger(__name__)
 
 BatchFiller = Callable[[WriteBatch], None]
+WriteDone = Callable[[BaseException | None], None]
+
+
+class StorageWriter:
+    """Writes batches on a thread of its own; ``done`` runs on the reactor thread with the error, if any."""
+
+    def __init__(self, reactor, engine: Engine):
+        self._reactor = reactor
+        self._engine = engine
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: WriteBatch, sync: bool, done: WriteDone) -> None:
+        self._queue.put((batch, sync, done))
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            batch, sync, done = job
+            error = None
+            try:
+                self._engine.write(batch, sync=sync)
+            except Exception as exc:  # noqa: BLE001 - reported on the reactor thread
+                error = exc
+            self._reactor.callFromThread(done, error)
+
+    def close(self) -> None:
+        """Wait for the batch being written, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
 
 
 class GroupCommit:
-    def __init__(self, reactor: IReactorTime, engine: Engine, sync: bool = False):
+    def __init__(self, reactor: IReactorTime, engine: Engine, sync: bool = False,
+                 writer: StorageWriter | None = None):
         self._reactor = reactor
         self._engine = engine
         self.sync = sync
+        # None: write on the reactor thread, at the end of the turn (unit tests, with a fake clock).
+        self._writer = writer
+        self._writing = False
         self._fillers: list[BatchFiller] = []
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = None
@@ -34,27 +77,55 @@ class GroupCommit:
         self._fillers.append(filler)
         if on_commit is not None:
             self._callbacks.append(on_commit)
-        if self._scheduled is None:
+        if self._scheduled is None and not self._writing:
             # callLater(0) runs after the reactor has handled every readable socket of this turn.
             self._scheduled = self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
+        """Write what was added, unless a batch is being written: then it goes once that one is done."""
         self._scheduled = None
-        if not self._fillers:
+        if self._writing or not self._fillers:
             return
+        batch, callbacks, count = self._take()
+        if self._writer is None:
+            self._engine.write(batch, sync=self.sync)
+            self._written(callbacks, count, None)
+        else:
+            self._writing = True
+            self._writer.submit(batch, self.sync, lambda error: self._written(callbacks, count, error))
+
+    def close(self) -> None:
+        """On shutdown: wait for the batch being written, then write the rest on this thread."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._fillers:
+            batch, _, _ = self._take()
+            self._engine.write(batch, sync=self.sync)
+
+    def _take(self) -> tuple[WriteBatch, list[Callable[[], None]], int]:
         fillers, self._fillers = self._fillers, []
         callbacks, self._callbacks = self._callbacks, []
         batch = WriteBatch()
         for fill in fillers:
             fill(batch)
-        self._engine.write(batch, sync=self.sync)
-        self.batches += 1
-        self.writes += len(fillers)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("commit callback failed")
+        return batch, callbacks, len(fillers)
+
+    def _written(self, callbacks: list[Callable[[], None]], count: int, error: BaseException | None) -> None:
+        self._writing = False
+        if error is not None:
+            # Nothing of the batch is acknowledged: its writers get their write timeout's answer.
+            log.error("a storage write of %d changes failed: %s", count, error)
+        else:
+            self.batches += 1
+            self.writes += count
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("commit callback failed")
+        if self._fillers and self._scheduled is None:
+            self.flush()
 
     @property
     def pending(self) -> int:

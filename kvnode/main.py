@@ -40,6 +40,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
 
     from kvmeta import zk
     from kvmeta.schema import NodeRecord
+    from kvnode.commit import StorageWriter
     from kvnode.compaction import COMPACT_INTERVAL
     from kvnode.coordination import NodeCoordinator
     from kvnode.expiry import SWEEP_INTERVAL
@@ -54,7 +55,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         check_schema(engine, data_dir)
     except KVError as err:
         sys.exit(f"kvnode: {err.message}")
-    service = NodeService(reactor, engine, node_id, sync=sync)
+    service = NodeService(reactor, engine, node_id, sync=sync, writer=StorageWriter(reactor, engine))
     try:
         reactor.listenTCP(port, NodeFactory(service), interface=host, backlog=1024)
     except CannotListenError as err:
@@ -73,7 +74,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
 
     def shutdown():
         coordinator.stop()
-        service.commit.flush()
+        service.commit.close()
         client.stop()
         client.close()
         engine.close()

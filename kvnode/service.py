@@ -21,7 +21,7 @@ from kvcommon.hlc import HybridClock
 from kvcommon.replies import Pending, unwrap_first_error
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
-from kvnode.commit import GroupCommit
+from kvnode.commit import GroupCommit, StorageWriter
 from kvnode.compaction import HistoryCompactor
 from kvnode.expiry import ExpirySweeper
 from kvnode.replica import PendingEntry, Replica, Role
@@ -86,11 +86,11 @@ TRIM_STEP = 1000
 class NodeService:
     def __init__(self, reactor: IReactorTime, engine: Engine, node_id: str, *, sync: bool = False,
                  write_timeout: float = 10.0, clock: HybridClock | None = None,
-                 log_retention: int = 100_000, lease_seconds: float = 1.0):
+                 log_retention: int = 100_000, lease_seconds: float = 1.0, writer: StorageWriter | None = None):
         self.reactor = reactor
         self.id = node_id
         self.store = PartitionStore(engine)
-        self.commit = GroupCommit(reactor, engine, sync)
+        self.commit = GroupCommit(reactor, engine, sync, writer)
         self.clock = clock or HybridClock()
         self.write_timeout = write_timeout
         self.log_retention = log_retention

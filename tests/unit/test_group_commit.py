@@ -1,0 +1,148 @@
+"""Group commit: one batch at a time, what comes meanwhile in the next, written off the reactor thread."""
+
+import queue
+import threading
+
+from twisted.internet import task
+
+from kvcommon.resp import OK
+from kvmeta.schema import ClusterConfig
+from kvnode.commit import GroupCommit, StorageWriter
+from kvnode.service import NodeService
+from kvnode.storage.memory import MemoryEngine
+from tests.unit.test_node_service import STATE, FollowerInTouch, result_of
+
+
+class HeldWriter:
+    """A StorageWriter whose writes finish when the test says so."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.jobs = []
+
+    def submit(self, batch, sync, done):
+        self.jobs.append((batch, sync, done))
+
+    def finish_next(self, error=None):
+        batch, sync, done = self.jobs.pop(0)
+        if error is None:
+            self.engine.write(batch, sync=sync)
+        done(error)
+
+
+class ThreadReactor:
+    """The reactor as StorageWriter sees it: callFromThread queues calls the test runs on its own thread."""
+
+    def __init__(self):
+        self.calls = queue.Queue()
+
+    def callFromThread(self, f, *args):
+        self.calls.put((f, args))
+
+    def run_next(self, timeout=5.0):
+        f, args = self.calls.get(timeout=timeout)
+        f(*args)
+
+
+def put(key, value=b"v"):
+    return lambda batch: batch.put(key, value)
+
+
+def test_changes_added_while_a_batch_is_written_go_in_the_next_one():
+    clock, engine = task.Clock(), MemoryEngine()
+    writer = HeldWriter(engine)
+    commit = GroupCommit(clock, engine, writer=writer)
+    done = []
+    commit.add(put(b"a"), lambda: done.append("a"))
+    clock.advance(0)
+    commit.add(put(b"b"), lambda: done.append("b"))
+    commit.add(put(b"c"), lambda: done.append("c"))
+    clock.advance(0)
+    assert len(writer.jobs) == 1, "one batch at a time"
+    assert done == [] and engine.get(b"a") is None
+    writer.finish_next()
+    assert done == ["a"] and engine.get(b"a") == b"v"
+    assert len(writer.jobs) == 1 and engine.get(b"b") is None
+    writer.finish_next()
+    assert done == ["a", "b", "c"] and engine.get(b"c") == b"v"
+    assert commit.batches == 2 and commit.writes == 3
+
+
+def test_a_batch_is_filled_only_once_the_one_before_is_on_disk():
+    clock, engine = task.Clock(), MemoryEngine()
+    writer = HeldWriter(engine)
+    commit = GroupCommit(clock, engine, writer=writer)
+    commit.add(put(b"a", b"1"))
+    clock.advance(0)
+    seen = []
+    commit.add(lambda batch: seen.append(engine.get(b"a")))
+    clock.advance(0)
+    assert seen == [], "the filler waits while the batch before it is written"
+    writer.finish_next()
+    assert seen == [b"1"]
+
+
+def test_a_failed_write_acknowledges_nothing_and_the_next_batch_still_goes():
+    clock, engine = task.Clock(), MemoryEngine()
+    writer = HeldWriter(engine)
+    commit = GroupCommit(clock, engine, writer=writer)
+    done = []
+    commit.add(put(b"a"), lambda: done.append("a"))
+    clock.advance(0)
+    commit.add(put(b"b"), lambda: done.append("b"))
+    writer.finish_next(OSError("disk full"))
+    assert done == [] and commit.batches == 0
+    writer.finish_next()
+    assert done == ["b"]
+
+
+def test_close_waits_for_the_write_under_way_and_writes_the_rest():
+    engine = MemoryEngine()
+    reactor = ThreadReactor()
+    gate = threading.Event()
+
+    class SlowEngine(MemoryEngine):
+        def write(self, batch, sync=False):
+            gate.wait(5)
+            engine.write(batch, sync)
+
+    writer = StorageWriter(reactor, SlowEngine())
+    commit = GroupCommit(task.Clock(), engine, writer=writer)
+    commit.add(put(b"a"))
+    commit.flush()
+    commit.add(put(b"b"))
+    threading.Timer(0.05, gate.set).start()
+    commit.close()
+    assert engine.get(b"a") == b"v" and engine.get(b"b") == b"v"
+
+
+def test_a_node_answers_reads_while_its_storage_write_is_stalled():
+    # What LevelDB does when level-0 files pile up: a write waits, here until the test lets it go.
+    gate = threading.Event()
+
+    class StallingEngine(MemoryEngine):
+        def write(self, batch, sync=False):
+            gate.wait(5)
+            super().write(batch, sync)
+
+    clock, reactor = task.Clock(), ThreadReactor()
+    clock.advance(100)
+    engine = StallingEngine()
+    service = NodeService(clock, engine, "n1", write_timeout=5, writer=StorageWriter(reactor, engine))
+    service.on_config(ClusterConfig(1, 3, write_level="1"))
+    service.on_session(True)
+    service.on_partition_state(STATE)
+    service.leader.by_partition[0] = [FollowerInTouch(n, clock) for n in STATE.secondaries]
+    clock.advance(0)
+    gate.set()
+    reactor.run_next()  # the new primary's meta
+    gate.clear()
+    write = service.execute([b"SET", b"k", b"v"], 0, 3)
+    clock.advance(0)
+    assert result_of(service.execute([b"GET", b"other"], 0, 3)) is None, "answered at once: the key is absent"
+    assert result_of(write) is None, "not acknowledged before it is on disk"
+    gate.set()
+    reactor.run_next()
+    assert result_of(write) == OK
+    assert result_of(service.execute([b"GET", b"k"], 0, 3)) == b"v"
+    service.commit.close()
