@@ -130,6 +130,11 @@ class Engine(Protocol):
         """Roughly how many bytes ``[start, stop)`` takes on disk; recent writes may not be counted yet."""
         ...
 
+    def write_backlog(self) -> bool:
+        """True while the engine is behind with its background work, so that a write may have to wait for
+        it (LevelDB: level-0 files waiting to be compacted)."""
+        ...
+
     def close(self) -> None:
         """Release the store. Closing twice is allowed."""
         ...

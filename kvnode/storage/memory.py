@@ -29,6 +29,10 @@ class MemorySnapshot(ClosedOnExit):
         self._engine = engine
         self._state: _State | None = state
 
+    def write_backlog(self) -> bool:
+        self._live()  # a closed engine refuses this too
+        return False
+
     def close(self) -> None:
         self._state = None
 
@@ -98,6 +102,10 @@ class MemoryEngine(ClosedOnExit):
     def approximate_size(self, start: bytes, stop: bytes) -> int:
         state = self._live()
         return sum(len(key) + len(state.values[key]) for key in _scan(state.keys, start, stop, False))
+
+    def write_backlog(self) -> bool:
+        self._live()  # a closed engine refuses this too
+        return False
 
     def close(self) -> None:
         self._state = None

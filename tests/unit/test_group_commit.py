@@ -1,13 +1,14 @@
-"""Group commit: one batch at a time, what comes meanwhile in the next, written off the reactor thread."""
+"""Group commit: one batch at a time, what comes meanwhile in the next; off the reactor thread when slow."""
 
 import queue
 import threading
+import time
 
 from twisted.internet import task
 
 from kvcommon.resp import OK
 from kvmeta.schema import ClusterConfig
-from kvnode.commit import GroupCommit, StorageWriter
+from kvnode.commit import OFFLOAD_SECONDS, GroupCommit, StorageWriter
 from kvnode.service import NodeService
 from kvnode.storage.memory import MemoryEngine
 from tests.unit.test_node_service import STATE, FollowerInTouch, result_of
@@ -48,10 +49,59 @@ def put(key, value=b"v"):
     return lambda batch: batch.put(key, value)
 
 
+class BackloggedEngine(MemoryEngine):
+    """An engine that says it is behind with its compactions while ``behind`` is set, and takes ``delay``
+    seconds to write."""
+
+    def __init__(self):
+        super().__init__()
+        self.behind = False
+        self.delay = 0.0
+
+    def write_backlog(self):
+        return self.behind
+
+    def write(self, batch, sync=False):
+        time.sleep(self.delay)
+        super().write(batch, sync)
+
+
+def test_batches_go_to_the_writer_only_while_the_engine_is_behind_or_slow():
+    clock, engine = task.Clock(), BackloggedEngine()
+    writer = HeldWriter(engine)
+    commit = GroupCommit(clock, engine, writer=writer)
+    commit.add(put(b"a"))
+    clock.advance(0)
+    assert engine.get(b"a") == b"v" and not writer.jobs, "written on the reactor thread"
+    engine.behind = True
+    clock.advance(1)
+    commit.add(put(b"b"))
+    clock.advance(0)
+    assert len(writer.jobs) == 1 and commit.offloaded == 1
+    writer.finish_next()
+    engine.behind = False
+    commit.add(put(b"c"))
+    clock.advance(0)
+    assert len(writer.jobs) == 1, "stays on the writer a while after the engine was behind"
+    writer.finish_next()
+    clock.advance(OFFLOAD_SECONDS)
+    commit.add(put(b"d"))
+    clock.advance(0)
+    assert not writer.jobs and engine.get(b"d") == b"v"
+
+    engine.delay = 0.03
+    commit.add(put(b"e"))
+    clock.advance(0)
+    assert engine.get(b"e") == b"v" and not writer.jobs, "a slow write is noticed once it is done"
+    commit.add(put(b"f"))
+    clock.advance(0)
+    assert len(writer.jobs) == 1, "after a slow write, the next batches go to the writer"
+
+
 def test_changes_added_while_a_batch_is_written_go_in_the_next_one():
     clock, engine = task.Clock(), MemoryEngine()
     writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, writer=writer)
+    commit = GroupCommit(clock, engine, sync=True, writer=writer)
     done = []
     commit.add(put(b"a"), lambda: done.append("a"))
     clock.advance(0)
@@ -71,7 +121,7 @@ def test_changes_added_while_a_batch_is_written_go_in_the_next_one():
 def test_a_batch_is_filled_only_once_the_one_before_is_on_disk():
     clock, engine = task.Clock(), MemoryEngine()
     writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, writer=writer)
+    commit = GroupCommit(clock, engine, sync=True, writer=writer)
     commit.add(put(b"a", b"1"))
     clock.advance(0)
     seen = []
@@ -85,7 +135,7 @@ def test_a_batch_is_filled_only_once_the_one_before_is_on_disk():
 def test_a_failed_write_acknowledges_nothing_and_the_next_batch_still_goes():
     clock, engine = task.Clock(), MemoryEngine()
     writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, writer=writer)
+    commit = GroupCommit(clock, engine, sync=True, writer=writer)
     done = []
     commit.add(put(b"a"), lambda: done.append("a"))
     clock.advance(0)
@@ -120,7 +170,7 @@ def test_a_node_answers_reads_while_its_storage_write_is_stalled():
     # What LevelDB does when level-0 files pile up: a write waits, here until the test lets it go.
     gate = threading.Event()
 
-    class StallingEngine(MemoryEngine):
+    class StallingEngine(BackloggedEngine):
         def write(self, batch, sync=False):
             gate.wait(5)
             super().write(batch, sync)
@@ -128,6 +178,7 @@ def test_a_node_answers_reads_while_its_storage_write_is_stalled():
     clock, reactor = task.Clock(), ThreadReactor()
     clock.advance(100)
     engine = StallingEngine()
+    engine.behind = True
     service = NodeService(clock, engine, "n1", write_timeout=5, writer=StorageWriter(reactor, engine))
     service.on_config(ClusterConfig(1, 3, write_level="1"))
     service.on_session(True)

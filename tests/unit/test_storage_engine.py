@@ -270,6 +270,11 @@ def test_approximate_size_is_a_non_negative_int(engine):
     assert engine.approximate_size(b"x", b"y") == 0
 
 
+def test_a_fresh_engine_has_no_write_backlog(engine):
+    fill(engine, [b"a", b"b"])
+    assert engine.write_backlog() is False
+
+
 def test_a_closed_engine_refuses_every_operation(engine):
     write(engine, [(b"k", b"1")])
     engine.close()
@@ -281,6 +286,7 @@ def test_a_closed_engine_refuses_every_operation(engine):
         lambda: engine.keys(reverse=True),
         lambda: engine.snapshot(),
         lambda: engine.approximate_size(b"", b"z"),
+        lambda: engine.write_backlog(),
     ):
         with pytest.raises(StorageError, match="closed"):
             operation()
