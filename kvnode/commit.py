@@ -32,13 +32,19 @@ log = logging.getLogger(__name__)
 BatchFiller = Callable[[WriteBatch], None]
 WriteDone = Callable[[BaseException | None], None]
 
-# How often to ask the engine whether it is behind, while batches are written on the reactor thread.
+# How often to ask the engine how far behind it is (write_backlog: LevelDB's level-0 files).
 BACKLOG_CHECK_SECONDS = 0.1
+# LevelDB compacts level 0 from 4 files on: beyond that its compaction is falling behind.
+LEVEL0_BEHIND = 5
+# From 8 level-0 files LevelDB delays each write by 1 ms, which does not slow a node's large batches; at 12
+# it stops writes until it has compacted all of level 0, for over 10 s under a bulk load on a busy machine.
+LEVEL0_SLOWDOWN = 8
+# So from 8 files a batch is held until level 0 shrinks, for at most this long.
+MAX_HOLD_SECONDS = 1.0
 # A write on the reactor thread slower than this means the engine is busy: the next go to the thread.
 SLOW_WRITE_SECONDS = 0.02
-# Once behind, batches go to the thread at least this long before the engine is asked again.
+# Once behind, batches go to the thread at least this long.
 OFFLOAD_SECONDS = 2.0
-
 
 class StorageWriter:
     """Writes batches on a thread of its own; ``done`` runs on the reactor thread with the error, if any."""
@@ -80,12 +86,15 @@ class GroupCommit:
         self._writing = False
         self._offload_until = 0.0
         self._next_backlog_check = 0.0
+        self._level0 = 0
+        self._held_since: float | None = None
         self._fillers: list[BatchFiller] = []
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = None
         self.batches = 0
         self.writes = 0
         self.offloaded = 0  # batches written on the writer thread
+        self.held = 0  # times a batch was held back while LevelDB caught up
 
     def add(self, filler: BatchFiller, on_commit: Callable[[], None] | None = None) -> None:
         self._fillers.append(filler)
@@ -96,12 +105,17 @@ class GroupCommit:
             self._scheduled = self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Write what was added, unless a batch is being written: then it goes once that one is done."""
+        """Write what was added, unless a batch is being written (then it goes once that one is done) or the
+        engine is too far behind (then it goes once the engine caught up, or after MAX_HOLD_SECONDS)."""
         self._scheduled = None
         if self._writing or not self._fillers:
             return
+        if self._writer is not None and self._hold():
+            self.held += 1
+            self._scheduled = self._reactor.callLater(BACKLOG_CHECK_SECONDS, self.flush)
+            return
         batch, callbacks, count = self._take()
-        if self._offload():
+        if self._writer is not None and self._offload():
             self._writing = True
             self.offloaded += 1
             self._writer.submit(batch, self.sync, lambda error: self._written(callbacks, count, error))
@@ -112,20 +126,37 @@ class GroupCommit:
             self._offload_until = self._reactor.seconds() + OFFLOAD_SECONDS
         self._written(callbacks, count, None)
 
+    def _backlog(self) -> int:
+        now = self._reactor.seconds()
+        if now >= self._next_backlog_check:
+            self._next_backlog_check = now + BACKLOG_CHECK_SECONDS
+            self._level0 = self._engine.write_backlog()
+        return self._level0
+
+    def _hold(self) -> bool:
+        """Pacing: should the next batch wait for the engine's compaction? Writers then wait here, a second
+        at most, rather than in LevelDB's stop at 12 level-0 files, however long that lasts."""
+        if self._backlog() < LEVEL0_SLOWDOWN:
+            self._held_since = None
+            return False
+        now = self._reactor.seconds()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since < MAX_HOLD_SECONDS:
+            return True
+        self._held_since = None
+        return False
+
     def _offload(self) -> bool:
         """Should the next batch go to the writer thread: is it fsynced, or is the engine behind?"""
-        if self._writer is None:
-            return False
         if self.sync:
             return True
         now = self._reactor.seconds()
         if now < self._offload_until:
             return True
-        if now >= self._next_backlog_check:
-            self._next_backlog_check = now + BACKLOG_CHECK_SECONDS
-            if self._engine.write_backlog():
-                self._offload_until = now + OFFLOAD_SECONDS
-                return True
+        if self._backlog() >= LEVEL0_BEHIND:
+            self._offload_until = now + OFFLOAD_SECONDS
+            return True
         return False
 
     def close(self) -> None:

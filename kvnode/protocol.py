@@ -149,6 +149,7 @@ class NodeProtocol(protocol.Protocol):
                 f"kv_connected:{int(self.service.connected)}\r\n"
                 f"kv_group_commits:{self.service.commit.batches}\r\n"
                 f"kv_group_commits_on_writer_thread:{self.service.commit.offloaded}\r\n"
+                f"kv_group_commits_held:{self.service.commit.held}\r\n"
                 f"kv_commands_processed:{self.service.commands_processed}\r\n"
             )
             return text.encode()

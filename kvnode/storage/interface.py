@@ -130,9 +130,10 @@ class Engine(Protocol):
         """Roughly how many bytes ``[start, stop)`` takes on disk; recent writes may not be counted yet."""
         ...
 
-    def write_backlog(self) -> bool:
-        """True while the engine is behind with its background work, so that a write may have to wait for
-        it (LevelDB: level-0 files waiting to be compacted)."""
+    def write_backlog(self) -> int:
+        """How far the engine is behind with its background work, in LevelDB's measure: the files in level 0.
+        LevelDB compacts them from 4 on, delays every write from 8 on and stops writes at 12 until its
+        compaction catches up. An engine without such work says 0."""
         ...
 
     def close(self) -> None:

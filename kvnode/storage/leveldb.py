@@ -11,8 +11,6 @@ import plyvel
 from kvnode.storage.interface import ClosedOnExit, CorruptionError, Snapshot, StorageError, WriteBatch
 
 MiB = 1024 * 1024
-# LevelDB's kL0_CompactionTrigger: level 0 is compacted once it holds this many files.
-LEVEL0_COMPACTION_TRIGGER = 4
 
 
 class LevelDBSnapshot(ClosedOnExit):
@@ -135,11 +133,9 @@ class LevelDBEngine(ClosedOnExit):
         except RuntimeError:
             raise self._closed_error(None) from None
 
-    def write_backlog(self) -> bool:
-        # LevelDB compacts level 0 once it holds 4 files; beyond that, compaction is falling behind, and at
-        # 8 files it delays every write, at 12 it stops them until it catches up.
+    def write_backlog(self) -> int:
         try:
-            return int(self._db.get_property(b"leveldb.num-files-at-level0")) > LEVEL0_COMPACTION_TRIGGER
+            return int(self._db.get_property(b"leveldb.num-files-at-level0"))
         except RuntimeError:
             raise self._closed_error(None) from None
 

@@ -29,10 +29,6 @@ class MemorySnapshot(ClosedOnExit):
         self._engine = engine
         self._state: _State | None = state
 
-    def write_backlog(self) -> bool:
-        self._live()  # a closed engine refuses this too
-        return False
-
     def close(self) -> None:
         self._state = None
 
@@ -103,9 +99,9 @@ class MemoryEngine(ClosedOnExit):
         state = self._live()
         return sum(len(key) + len(state.values[key]) for key in _scan(state.keys, start, stop, False))
 
-    def write_backlog(self) -> bool:
+    def write_backlog(self) -> int:
         self._live()  # a closed engine refuses this too
-        return False
+        return 0
 
     def close(self) -> None:
         self._state = None

@@ -8,7 +8,15 @@ from twisted.internet import task
 
 from kvcommon.resp import OK
 from kvmeta.schema import ClusterConfig
-from kvnode.commit import OFFLOAD_SECONDS, GroupCommit, StorageWriter
+from kvnode.commit import (
+    BACKLOG_CHECK_SECONDS,
+    LEVEL0_BEHIND,
+    LEVEL0_SLOWDOWN,
+    MAX_HOLD_SECONDS,
+    OFFLOAD_SECONDS,
+    GroupCommit,
+    StorageWriter,
+)
 from kvnode.service import NodeService
 from kvnode.storage.memory import MemoryEngine
 from tests.unit.test_node_service import STATE, FollowerInTouch, result_of
@@ -50,16 +58,15 @@ def put(key, value=b"v"):
 
 
 class BackloggedEngine(MemoryEngine):
-    """An engine that says it is behind with its compactions while ``behind`` is set, and takes ``delay``
-    seconds to write."""
+    """An engine with ``level0`` files waiting for compaction, which takes ``delay`` seconds to write."""
 
     def __init__(self):
         super().__init__()
-        self.behind = False
+        self.level0 = 0
         self.delay = 0.0
 
     def write_backlog(self):
-        return self.behind
+        return self.level0
 
     def write(self, batch, sync=False):
         time.sleep(self.delay)
@@ -73,13 +80,13 @@ def test_batches_go_to_the_writer_only_while_the_engine_is_behind_or_slow():
     commit.add(put(b"a"))
     clock.advance(0)
     assert engine.get(b"a") == b"v" and not writer.jobs, "written on the reactor thread"
-    engine.behind = True
+    engine.level0 = LEVEL0_BEHIND
     clock.advance(1)
     commit.add(put(b"b"))
     clock.advance(0)
     assert len(writer.jobs) == 1 and commit.offloaded == 1
     writer.finish_next()
-    engine.behind = False
+    engine.level0 = 0
     commit.add(put(b"c"))
     clock.advance(0)
     assert len(writer.jobs) == 1, "stays on the writer a while after the engine was behind"
@@ -178,7 +185,7 @@ def test_a_node_answers_reads_while_its_storage_write_is_stalled():
     clock, reactor = task.Clock(), ThreadReactor()
     clock.advance(100)
     engine = StallingEngine()
-    engine.behind = True
+    engine.level0 = LEVEL0_BEHIND
     service = NodeService(clock, engine, "n1", write_timeout=5, writer=StorageWriter(reactor, engine))
     service.on_config(ClusterConfig(1, 3, write_level="1"))
     service.on_session(True)
@@ -197,3 +204,28 @@ def test_a_node_answers_reads_while_its_storage_write_is_stalled():
     assert result_of(write) == OK
     assert result_of(service.execute([b"GET", b"k"], 0, 3)) == b"v"
     service.commit.close()
+
+
+def test_a_batch_waits_while_leveldb_would_delay_it_but_never_longer_than_the_hold_limit():
+    clock, engine = task.Clock(), BackloggedEngine()
+    writer = HeldWriter(engine)
+    commit = GroupCommit(clock, engine, writer=writer)
+    engine.level0 = LEVEL0_SLOWDOWN
+    done = []
+    commit.add(put(b"a"), lambda: done.append("a"))
+    clock.advance(0)
+    clock.advance(0.5)
+    commit.add(put(b"b"), lambda: done.append("b"))
+    assert not writer.jobs and commit.held > 1, "held while level 0 is that full"
+    engine.level0 = 1
+    clock.advance(0.1)
+    assert done == ["a", "b"], "written once level 0 has shrunk, with what came meanwhile"
+
+    engine.level0 = LEVEL0_SLOWDOWN + 4  # LevelDB stops writes at 12: we wait no more than the limit
+    clock.advance(BACKLOG_CHECK_SECONDS)
+    commit.add(put(b"c"), lambda: done.append("c"))
+    clock.advance(0)
+    clock.pump([0.1] * int(MAX_HOLD_SECONDS / 0.1 - 1))
+    assert not writer.jobs and done == ["a", "b"]
+    clock.advance(0.2)
+    assert len(writer.jobs) == 1, "after the hold limit the batch goes, to the writer thread"
