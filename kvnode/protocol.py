@@ -22,6 +22,9 @@ from kvnode.service import NodeService, RequestOptions
 
 log = logging.getLogger(__name__)
 
+_PX = (b"PX", b"px")
+_GET = (b"GET", b"get")
+
 
 def _int(raw: bytes, what: str) -> int:
     try:
@@ -68,8 +71,19 @@ class NodeProtocol(protocol.Protocol):
 
     def dataReceived(self, data: bytes):
         self.parser.feed(data)
+        fast_get = self.service.fast_get
         try:
             while (args := self.parser.next_command()) is not None:
+                # PX partition generation options GET key, answered at once unless the general path must
+                # decide (and never ahead of an earlier reply still pending).
+                if len(args) == 6 and args[4] in _GET and args[0] in _PX and not self.replies:
+                    try:
+                        reply = fast_get(args[1], args[2], args[3], args[5])
+                    except ValueError:  # a partition or generation that is not a number
+                        reply = None
+                    if reply is not None:
+                        turn_writer.write(self.transport, reply)
+                        continue
                 self._dispatch(args)
         except ProtocolError as err:
             self._write_reply(err)

@@ -202,3 +202,45 @@ def test_a_follower_whose_log_diverged_gets_a_snapshot():
 def test_bad_request_options_are_refused(raw):
     with pytest.raises(Exception, match="invalid request option"):
         RequestOptions.parse(raw)
+
+
+def px_get(key, generation=3, options=b"-"):
+    return encode_command([b"PX", 0, generation, options, b"GET", key])
+
+
+def test_the_fast_get_answers_as_the_general_path_does_or_leaves_the_command_to_it():
+    service, clock = make_service()
+    service.commit.add(lambda batch: service.store.put_data(batch, 0, b"live", encode_value(1 << 16, b"v")))
+    service.commit.add(lambda batch: service.store.put_data(batch, 0, b"old", encode_value(1 << 16, b"v", 1)))
+    clock.advance(0)
+    assert service.fast_get(b"0", b"3", b"-", b"live") is None, "the lease is not worked out yet"
+    assert result_of(service.execute([b"GET", b"live"], 0, 3)) == b"v"
+    assert service.fast_get(b"0", b"3", b"-", b"live") == b"$1\r\nv\r\n"
+    assert service.fast_get(b"0", b"3", b"-", b"absent") == b"$-1\r\n"
+    assert service.fast_get(b"0", b"3", b"-", b"old") is None, "expired: the general path deletes it"
+    assert service.fast_get(b"0", b"2", b"-", b"live") is None, "an old generation gets NOTPRIMARY"
+    assert service.fast_get(b"0", b"3", b"r=eventual", b"live") is None
+    service.execute([b"SET", b"live", b"new"], 0, 3)
+    clock.advance(0)
+    assert service.fast_get(b"0", b"3", b"-", b"live") is None, "a pending write: the read waits for it"
+    clock.advance(1.1)
+    assert service.fast_get(b"0", b"3", b"-", b"absent") is None, "lease run out: the general path decides"
+    service.on_session(False)
+    assert service.fast_get(b"0", b"3", b"-", b"absent") is None
+
+
+def test_px_get_replies_keep_request_order_and_errors_keep_their_words():
+    service, clock = make_service()
+    proto = NodeProtocol(service, 1 << 20)
+    transport = TCPStringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(encode_command([b"PX", 0, 3, b"-", b"SET", b"k", b"v"]) + px_get(b"other"))
+    clock.advance(0)
+    assert transport.value() == b"", "the GET waits behind the pending SET"
+    service.on_follower_ack("n2", 0, 1)
+    assert transport.value() == b"+OK\r\n$-1\r\n"
+    transport.clear()
+    proto.dataReceived(px_get(b"k") + px_get(b"k", generation=2) + encode_command([b"PX", b"x", 3, b"-", b"GET", b"k"]))
+    replies = messages_in(transport.value())
+    assert replies[0] == b"v"
+    assert str(replies[1]).startswith("NOTPRIMARY") and "must be an integer" in str(replies[2])
