@@ -37,7 +37,7 @@ from kvmeta.bench.client import BenchClientError, load_keys
 from kvmeta.bench.loads import Load, LoadError, run_redis_benchmark
 from kvmeta.bench.progress import ProgressReporter
 from kvmeta.bench.redis_reference import RedisReference, RedisReferenceError
-from kvmeta.bench.resources import CpuMeter, Watched, cpu_seconds, per_thousand, rss_bytes
+from kvmeta.bench.resources import CpuMeter, Watched, cpu_seconds, per_thousand, resident_split
 from kvmeta.bench.ycsb import DEFAULT_SCAN_COMMAND, KEY_PREFIX, WORKLOADS, RunSpec, new_histogram, run_workload
 from kvmeta.schema import WRITE_LEVELS
 
@@ -52,6 +52,8 @@ LOG_WIDTH = 120
 # After a load LevelDB compacts for a while; a load measured meanwhile would measure the compaction too.
 SETTLE_CPU = 0.3
 SETTLE_TIMEOUT = 60.0
+# After a data-size load: LevelDB compacts gigabytes for minutes, which a GET load must not compete with.
+DATASIZE_SETTLE_TIMEOUT = 900.0
 YCSB_OPS_TIME_LIMIT = 3600.0
 
 
@@ -284,15 +286,21 @@ class BenchRun:
             self._load("ours", cluster.proxy_port, step, s.datasize_value_size, "key:", start=loaded)
             load_seconds = time.monotonic() - started
             loaded = step
-            self._settle([p.pid for p in nodes])
+            self.progress.say(f"ours: waiting for the nodes' compactions after {step:,} keys ...")
+            waited = time.monotonic()
+            settled = self._settle([p.pid for p in nodes], DATASIZE_SETTLE_TIMEOUT)
+            self.progress.say(f"  {'quiet' if settled else 'still busy'} after {time.monotonic() - waited:.0f} s")
             load = Load("GET", 1, CLIENTS, step, s.datasize_value_size)
             rate = load.calibrate(cluster.proxy_port)
             requests = load.requests_for(rate, s.seconds)
             with self.progress.task(f"ours: GET P1 over {step:,} keys", requests / rate, " s") as advance:
                 run = run_redis_benchmark(load.argv(cluster.proxy_port, requests), on_tick=advance)
+            resident = {p.id: resident_split(p.pid) for p in nodes}
             datasize["steps"].append({
                 "keys": step, "load_seconds": round(load_seconds, 1), "rps": run.rps, "p50_ms": run.p50_ms,
-                "p99_ms": run.p99_ms, "rss_mb": {p.id: round(rss_bytes(p.pid) / MB, 1) for p in nodes},
+                "p99_ms": run.p99_ms, "rss_mb": {p.id: round(sum(resident[p.id]) / MB, 1) for p in nodes},
+                "own_mb": {p.id: round(resident[p.id][0] / MB, 1) for p in nodes},
+                "mapped_mb": {p.id: round(resident[p.id][1] / MB, 1) for p in nodes},
                 "disk_mb": {p.id: round(ours.disk_bytes(p.data_dir) / MB, 1) for p in nodes},
             })
             self.progress.say(f"  ours: GET P1 over {step:,} keys: {run.rps:,.0f} ops/s, p99 {run.p99_ms} ms")
@@ -319,14 +327,16 @@ class BenchRun:
         self._settle([p.pid for p in meter.processes])
         return meter.stop()
 
-    def _settle(self, pids: list[int]) -> None:
-        """Wait (up to a minute) until the nodes' background work after a load has calmed down."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+    def _settle(self, pids: list[int], timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Wait (up to ``timeout``) until the nodes' background work after a load has calmed down; False if it
+        had not by then."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             before = sum(cpu_seconds(pid) for pid in pids)
             time.sleep(1.0)
             if sum(cpu_seconds(pid) for pid in pids) - before < SETTLE_CPU:
-                return
+                return True
+        return False
 
     def _meta(self) -> dict:
         return {

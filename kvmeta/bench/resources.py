@@ -29,6 +29,19 @@ def rss_bytes(pid: int) -> int:
     return int(resident) * PAGE_SIZE
 
 
+def resident_split(pid: int) -> tuple[int, int]:
+    """``(own, mapped files)``: the resident bytes of ``pid``'s own memory (heap, stacks, LevelDB's caches),
+    and those of files it maps. LevelDB maps its table files to read them, so a node's RSS also counts the
+    pages of its data files it has touched: pages of the kernel's page cache, which it drops under memory
+    pressure, not memory the node holds."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            fields[name] = int(value.split()[0]) * 1024
+    return fields["RssAnon"] + fields.get("RssShmem", 0), fields["RssFile"]
+
+
 @dataclass(frozen=True)
 class Watched:
     """A process whose CPU use is measured: ``name`` as shown in the report, ``role`` what it does."""

@@ -12,7 +12,7 @@ import pytest
 from kvmeta.bench import report
 from kvmeta.bench.client import key_name, value_for
 from kvmeta.bench.loads import Load, parse_output
-from kvmeta.bench.resources import per_thousand
+from kvmeta.bench.resources import per_thousand, resident_split, rss_bytes
 from kvmeta.bench.ycsb import (
     DEFAULT_SCAN_COMMAND,
     SCRAMBLED_ZETAN,
@@ -178,7 +178,8 @@ def _results():
         {"keys": 100_000, "load_seconds": 3.0, "rps": 10_000.0, "p50_ms": 2.0, "p99_ms": 5.0,
          "rss_mb": {"node1": 90.0}, "disk_mb": {"node1": 20.0}},
         {"keys": 1_000_000, "load_seconds": 30.0, "rps": 9_000.0, "p50_ms": 2.0, "p99_ms": 6.5,
-         "rss_mb": {"node1": 150.0}, "disk_mb": {"node1": 200.0}},
+         "rss_mb": {"node1": 450.0}, "own_mb": {"node1": 150.0}, "mapped_mb": {"node1": 300.0},
+         "disk_mb": {"node1": 200.0}},
     ]}
     ycsb = [{"target": "ours", "workload": "E", "description": WORKLOADS["E"].description, "available": False,
              "unavailable": "ERR unknown command 'RANGE'", "ops": 0, "seconds": 0.0, "throughput": 0.0,
@@ -202,10 +203,10 @@ def test_datasize_targets():
     checks = report.check_targets(_results())
     drop = next(c for c in checks if c["what"].startswith("GET rate drop"))
     rise = next(c for c in checks if c["what"].startswith("GET p99 rise"))
-    memory = next(c for c in checks if c["what"].startswith("largest node RSS"))
+    memory = next(c for c in checks if c["what"].startswith("largest node memory"))
     assert (drop["value"], drop["passed"]) == (0.1, True)
     assert (rise["value"], rise["passed"]) == (0.3, False)
-    assert (memory["value"], memory["limit"], memory["passed"]) == (150.0, 192, True)
+    assert (memory["value"], memory["limit"], memory["passed"]) == (150.0, 192, True), "mapped files not counted"
 
 
 def test_report_json_round_trips_and_renders(tmp_path):
@@ -239,3 +240,18 @@ def test_worker_histograms_merge_into_percentiles_in_milliseconds():
     assert summary["p50"] == pytest.approx(1.0, rel=0.01)
     assert summary["p99"] == pytest.approx(1.98, rel=0.01)
     assert summary["max"] == pytest.approx(2.0, rel=0.01)
+
+
+def test_resident_memory_splits_into_own_and_mapped_files(tmp_path):
+    import mmap
+    import os
+
+    path = tmp_path / "table"
+    path.write_bytes(b"x" * (8 << 20))
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        before = resident_split(os.getpid())[1]
+        touched = sum(mapped[i] for i in range(0, len(mapped), 4096))  # bring every page in
+        own, files = resident_split(os.getpid())
+        assert touched == ord("x") * (8 << 20) // 4096
+        assert files - before >= 7 << 20, "the pages of a mapped file count as mapped, not as own memory"
+        assert abs(own + files - rss_bytes(os.getpid())) < 4 << 20
