@@ -53,6 +53,13 @@ class ThreadReactor:
         f(*args)
 
 
+def held_commit(engine=None, sync=True):
+    """A group commit whose writer thread is a HeldWriter: with ``sync`` every batch goes to it."""
+    clock, engine = task.Clock(), engine or MemoryEngine()
+    writer = HeldWriter(engine)
+    return clock, engine, writer, GroupCommit(clock, engine, sync=sync, writer=writer)
+
+
 def put(key, value=b"v"):
     return lambda batch: batch.put(key, value)
 
@@ -74,9 +81,7 @@ class BackloggedEngine(MemoryEngine):
 
 
 def test_batches_go_to_the_writer_only_while_the_engine_is_behind_or_slow():
-    clock, engine = task.Clock(), BackloggedEngine()
-    writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, writer=writer)
+    clock, engine, writer, commit = held_commit(BackloggedEngine(), sync=False)
     commit.add(put(b"a"))
     clock.advance(0)
     assert engine.get(b"a") == b"v" and not writer.jobs, "written on the reactor thread"
@@ -106,9 +111,7 @@ def test_batches_go_to_the_writer_only_while_the_engine_is_behind_or_slow():
 
 
 def test_changes_added_while_a_batch_is_written_go_in_the_next_one():
-    clock, engine = task.Clock(), MemoryEngine()
-    writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, sync=True, writer=writer)
+    clock, engine, writer, commit = held_commit()
     done = []
     commit.add(put(b"a"), lambda: done.append("a"))
     clock.advance(0)
@@ -126,9 +129,7 @@ def test_changes_added_while_a_batch_is_written_go_in_the_next_one():
 
 
 def test_a_batch_is_filled_only_once_the_one_before_is_on_disk():
-    clock, engine = task.Clock(), MemoryEngine()
-    writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, sync=True, writer=writer)
+    clock, engine, writer, commit = held_commit()
     commit.add(put(b"a", b"1"))
     clock.advance(0)
     seen = []
@@ -140,9 +141,7 @@ def test_a_batch_is_filled_only_once_the_one_before_is_on_disk():
 
 
 def test_a_failed_write_acknowledges_nothing_and_the_next_batch_still_goes():
-    clock, engine = task.Clock(), MemoryEngine()
-    writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, sync=True, writer=writer)
+    clock, engine, writer, commit = held_commit()
     done = []
     commit.add(put(b"a"), lambda: done.append("a"))
     clock.advance(0)
@@ -207,9 +206,7 @@ def test_a_node_answers_reads_while_its_storage_write_is_stalled():
 
 
 def test_a_batch_waits_while_leveldb_would_delay_it_but_never_longer_than_the_hold_limit():
-    clock, engine = task.Clock(), BackloggedEngine()
-    writer = HeldWriter(engine)
-    commit = GroupCommit(clock, engine, writer=writer)
+    clock, engine, writer, commit = held_commit(BackloggedEngine(), sync=False)
     engine.level0 = LEVEL0_SLOWDOWN
     done = []
     commit.add(put(b"a"), lambda: done.append("a"))
