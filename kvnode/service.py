@@ -391,10 +391,12 @@ class NodeService:
         timeout = self.write_timeout
         if writing:
             return OutcomeUnknownError(
-                f"the write was applied on the primary but did not reach its write level within {timeout:.0f}s "
-                "(too few replicas acknowledged); it may or may not survive a failover")
+                f"the write was accepted by the primary but did not reach its write level within {timeout:.0f}s "
+                "(too few replicas acknowledged, or this node's storage is behind with its compactions); it may "
+                "or may not survive a failover: read the key before retrying")
         return TryAgainError(f"a key this command reads has a write that did not reach its write level within "
-                             f"{timeout:.0f}s (too few replicas acknowledged); retry shortly")
+                             f"{timeout:.0f}s (too few replicas acknowledged, or this node's storage is behind "
+                             "with its compactions); retry shortly")
 
     def _primary_committed(self, replica: Replica, entry: LogEntry, payload: bytes) -> None:
         replica.on_committed(entry.seq)

@@ -6,6 +6,7 @@ and small: no connection pool, no reply decoding beyond hiredis.
 
 from __future__ import annotations
 
+import itertools
 import random
 import selectors
 import socket
@@ -76,6 +77,12 @@ def key_name(prefix: str, number: int) -> bytes:
     return b"%s%012d" % (prefix.encode(), number)
 
 
+# Error replies after which a loader's MSET is sent again: it was refused, or may or may not have been
+# applied (the write waited too long for storage or replicas). Writing the same values again is harmless.
+RETRYABLE_LOAD_ERRORS = ("UNCERTAIN", "TRYAGAIN", "CLUSTERDOWN")
+LOAD_ATTEMPTS = 5
+
+
 def load_keys(
     port: int,
     start: int,
@@ -87,16 +94,19 @@ def load_keys(
     connections: int = 4,
     depth: int = 4,
     on_progress: Callable[[int], None] | None = None,
+    on_retry: Callable[[str], None] | None = None,
     host: str = HOST,
 ) -> int:
     """Write keys ``start`` .. ``stop - 1`` with ``value_size``-byte values, as MSETs of ``batch`` keys.
 
     Several connections, each with up to ``depth`` MSETs in flight, keep every node busy while the
-    loader itself stays one process. Returns the number of keys written; raises on an error reply.
+    loader itself stays one process. An MSET answered with a retryable error (RETRYABLE_LOAD_ERRORS) is
+    sent again, up to LOAD_ATTEMPTS times in all, and ``on_retry`` hears of it. Returns the number of keys
+    written; raises on any other error reply.
     """
-    batches = _batches(prefix, start, stop, batch, value_size)
+    batches = ([request, count, 1] for request, count in _batches(prefix, start, stop, batch, value_size))
     selector = selectors.DefaultSelector()
-    in_flight: dict[Connection, list[int]] = {}
+    in_flight: dict[Connection, list[list]] = {}
     written = 0
     try:
         for _ in range(connections):
@@ -112,15 +122,22 @@ def load_keys(
                     raise BenchClientError("the server closed the connection while loading")
                 conn.parser.feed(data)
                 done = 0
+                again = []
                 while (reply := conn.parser.next_reply()) is not INCOMPLETE:
+                    item = in_flight[conn].pop(0)
                     if isinstance(reply, ErrorReply):
-                        raise BenchClientError(f"loading keys failed: {reply}")
-                    done += in_flight[conn].pop(0)
-                if done:
-                    written += done
-                    if on_progress is not None:
-                        on_progress(done)
-                    _fill(conn, in_flight[conn], batches, depth)
+                        if not reply.startswith(RETRYABLE_LOAD_ERRORS) or item[2] >= LOAD_ATTEMPTS:
+                            raise BenchClientError(f"loading keys failed: {reply}")
+                        item[2] += 1
+                        again.append(item)
+                        if on_retry is not None:
+                            on_retry(str(reply))
+                    else:
+                        done += item[1]
+                if done and on_progress is not None:
+                    on_progress(done)
+                written += done
+                _fill(conn, in_flight[conn], itertools.chain(again, batches), depth)
     finally:
         for conn in in_flight:
             selector.unregister(conn.sock)
@@ -138,13 +155,13 @@ def _batches(prefix: str, start: int, stop: int, size: int, value_size: int) -> 
         yield encode_command(args), last - first
 
 
-def _fill(conn: Connection, pending: list[int], batches: Iterator[tuple[bytes, int]], depth: int) -> None:
+def _fill(conn: Connection, pending: list[list], batches: Iterator[list], depth: int) -> None:
     out = []
     while len(pending) < depth:
         item = next(batches, None)
         if item is None:
             break
         out.append(item[0])
-        pending.append(item[1])
+        pending.append(item)
     if out:
         conn.sock.sendall(b"".join(out))

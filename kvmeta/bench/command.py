@@ -283,7 +283,7 @@ class BenchRun:
         loaded = 0
         for step in sorted({max(1, s.keys // 10), s.keys}):
             started = time.monotonic()
-            self._load("ours", cluster.proxy_port, step, s.datasize_value_size, "key:", start=loaded)
+            retried = self._load("ours", cluster.proxy_port, step, s.datasize_value_size, "key:", start=loaded)
             load_seconds = time.monotonic() - started
             loaded = step
             self.progress.say(f"ours: waiting for the nodes' compactions after {step:,} keys ...")
@@ -297,7 +297,8 @@ class BenchRun:
                 run = run_redis_benchmark(load.argv(cluster.proxy_port, requests), on_tick=advance)
             resident = {p.id: resident_split(p.pid) for p in nodes}
             datasize["steps"].append({
-                "keys": step, "load_seconds": round(load_seconds, 1), "rps": run.rps, "p50_ms": run.p50_ms,
+                "keys": step, "load_seconds": round(load_seconds, 1), "load_retries": retried, "rps": run.rps,
+                "p50_ms": run.p50_ms,
                 "p99_ms": run.p99_ms, "rss_mb": {p.id: round(sum(resident[p.id]) / MB, 1) for p in nodes},
                 "own_mb": {p.id: round(resident[p.id][0] / MB, 1) for p in nodes},
                 "mapped_mb": {p.id: round(resident[p.id][1] / MB, 1) for p in nodes},
@@ -307,12 +308,19 @@ class BenchRun:
 
     # -- helpers
 
-    def _load(self, target: str, port: int, count: int, value_size: int, prefix: str, start: int = 0) -> None:
+    def _load(self, target: str, port: int, count: int, value_size: int, prefix: str, start: int = 0) -> int:
+        """Load the keys; returns how many MSETs had to be sent again (see load_keys)."""
         # Bigger values, smaller batches: keep each MSET about a megabyte.
         batch = max(10, min(1000, MB // max(1, value_size)))
         what = f"{target}: loading {count - start:,} keys of {value_size} B"
+        retries: list[str] = []
         with self.progress.task(what, count - start, " keys") as advance:
-            load_keys(port, start, count, value_size, prefix=prefix, batch=batch, on_progress=advance)
+            load_keys(port, start, count, value_size, prefix=prefix, batch=batch, on_progress=advance,
+                      on_retry=retries.append)
+        if retries:
+            self.progress.say(f"  {target}: {len(retries)} MSETs sent again after a retryable error, the first: "
+                              f"{retries[0]}")
+        return len(retries)
 
     def _start_meter(self, processes: list[Watched]) -> CpuMeter:
         """Measure from a quiet start: what the last load left to do (compaction, an AOF rewrite) is not
