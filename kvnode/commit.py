@@ -46,6 +46,7 @@ SLOW_WRITE_SECONDS = 0.02
 # Once behind, batches go to the thread at least this long.
 OFFLOAD_SECONDS = 2.0
 
+
 class StorageWriter:
     """Writes batches on a thread of its own; ``done`` runs on the reactor thread with the error, if any."""
 
@@ -191,7 +192,3 @@ class GroupCommit:
                     log.exception("commit callback failed")
         if self._fillers and self._scheduled is None:
             self.flush()
-
-    @property
-    def pending(self) -> int:
-        return len(self._fillers)

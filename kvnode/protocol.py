@@ -77,10 +77,7 @@ class NodeProtocol(protocol.Protocol):
                 # PX partition generation options GET key, answered at once unless the general path must
                 # decide (and never ahead of an earlier reply still pending).
                 if len(args) == 6 and args[4] in _GET and args[0] in _PX and not self.replies:
-                    try:
-                        reply = fast_get(args[1], args[2], args[3], args[5])
-                    except ValueError:  # a partition or generation that is not a number
-                        reply = None
+                    reply = fast_get(args[1], args[2], args[3], args[5])
                     if reply is not None:
                         turn_writer.write(self.transport, reply)
                         continue

@@ -288,9 +288,12 @@ class NodeService:
         """
         if options != b"-" or not self.connected:
             return None
-        replica = self.replicas.get(int(partition))
-        if (replica is None or replica.role is not Role.PRIMARY or replica.state.generation != int(generation)
-                or key in replica.pending_keys):
+        try:
+            replica = self.replicas.get(int(partition))
+            if (replica is None or replica.role is not Role.PRIMARY or replica.state.generation != int(generation)
+                    or key in replica.pending_keys):
+                return None
+        except ValueError:  # a partition or generation that is not a number: the general path says so
             return None
         now = self.reactor.seconds()
         if now >= replica.lease_until or now < replica.paused_until:
