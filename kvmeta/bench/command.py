@@ -298,8 +298,7 @@ class BenchRun:
             resident = {p.id: resident_split(p.pid) for p in nodes}
             datasize["steps"].append({
                 "keys": step, "load_seconds": round(load_seconds, 1), "load_retries": retried, "rps": run.rps,
-                "p50_ms": run.p50_ms,
-                "p99_ms": run.p99_ms, "rss_mb": {p.id: round(sum(resident[p.id]) / MB, 1) for p in nodes},
+                "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
                 "own_mb": {p.id: round(resident[p.id][0] / MB, 1) for p in nodes},
                 "mapped_mb": {p.id: round(resident[p.id][1] / MB, 1) for p in nodes},
                 "disk_mb": {p.id: round(ours.disk_bytes(p.data_dir) / MB, 1) for p in nodes},

@@ -62,8 +62,7 @@ def check_targets(results: dict) -> list[dict]:
                              DEGRADATION_LIMIT))
         limit = datasize["cache_mb"] + datasize["overhead_mb"]
         # A node's own memory: its RSS less the pages of data files LevelDB maps (see resources.py).
-        own = last.get("own_mb", last["rss_mb"])
-        worst = max(own.values()) if own else None
+        worst = max(last["own_mb"].values()) if last["own_mb"] else None
         checks.append(_check(f"largest node memory at {last['keys']:,} keys (MB, RSS less mapped data files; "
                              f"cache {datasize['cache_mb']} + overhead {datasize['overhead_mb']})", worst, "<=",
                              limit))
@@ -177,10 +176,7 @@ def _datasize_table(datasize: dict) -> Table:
     for column in ("keys", "load s", "GET ops/s", "p50 ms", "p99 ms", "RSS per node (MB): own + mapped files"):
         table.add_column(column, justify="left" if column.startswith("RSS") else "right")
     for step in datasize["steps"]:
-        if "own_mb" in step:
-            rss = ", ".join(f"{name} {mb:.0f} + {step['mapped_mb'][name]:.0f}" for name, mb in step["own_mb"].items())
-        else:
-            rss = ", ".join(f"{name} {mb:.0f}" for name, mb in step["rss_mb"].items())
+        rss = ", ".join(f"{name} {mb:.0f} + {step['mapped_mb'][name]:.0f}" for name, mb in step["own_mb"].items())
         table.add_row(f"{step['keys']:,}", f"{step['load_seconds']:.0f}", _rate(step["rps"]), _ms(step["p50_ms"]),
                       _ms(step["p99_ms"]), rss)
     return table

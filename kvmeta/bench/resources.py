@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -21,12 +20,6 @@ def cpu_seconds(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / CLOCK_TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes."""
-    resident = Path(f"/proc/{pid}/statm").read_text().split()[1]
-    return int(resident) * PAGE_SIZE
 
 
 def resident_split(pid: int) -> tuple[int, int]:
