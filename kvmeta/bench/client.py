@@ -77,6 +77,17 @@ def key_name(prefix: str, number: int) -> bytes:
     return b"%s%012d" % (prefix.encode(), number)
 
 
+class _Mset:
+    """One MSET of a load: its encoded request, how many keys it writes, and how often it was sent."""
+
+    __slots__ = ("request", "keys", "attempts")
+
+    def __init__(self, request: bytes, keys: int):
+        self.request = request
+        self.keys = keys
+        self.attempts = 1
+
+
 # Error replies after which a loader's MSET is sent again: it was refused, or may or may not have been
 # applied (the write waited too long for storage or replicas). Writing the same values again is harmless.
 RETRYABLE_LOAD_ERRORS = ("UNCERTAIN", "TRYAGAIN", "CLUSTERDOWN")
@@ -104,9 +115,9 @@ def load_keys(
     sent again, up to LOAD_ATTEMPTS times in all, and ``on_retry`` hears of it. Returns the number of keys
     written; raises on any other error reply.
     """
-    batches = ([request, count, 1] for request, count in _batches(prefix, start, stop, batch, value_size))
+    batches = (_Mset(request, count) for request, count in _batches(prefix, start, stop, batch, value_size))
     selector = selectors.DefaultSelector()
-    in_flight: dict[Connection, list[list]] = {}
+    in_flight: dict[Connection, list[_Mset]] = {}
     written = 0
     try:
         for _ in range(connections):
@@ -124,16 +135,16 @@ def load_keys(
                 done = 0
                 again = []
                 while (reply := conn.parser.next_reply()) is not INCOMPLETE:
-                    item = in_flight[conn].pop(0)
+                    mset = in_flight[conn].pop(0)
                     if isinstance(reply, ErrorReply):
-                        if not reply.startswith(RETRYABLE_LOAD_ERRORS) or item[2] >= LOAD_ATTEMPTS:
+                        if not reply.startswith(RETRYABLE_LOAD_ERRORS) or mset.attempts >= LOAD_ATTEMPTS:
                             raise BenchClientError(f"loading keys failed: {reply}")
-                        item[2] += 1
-                        again.append(item)
+                        mset.attempts += 1
+                        again.append(mset)
                         if on_retry is not None:
                             on_retry(str(reply))
                     else:
-                        done += item[1]
+                        done += mset.keys
                 if done and on_progress is not None:
                     on_progress(done)
                 written += done
@@ -155,13 +166,13 @@ def _batches(prefix: str, start: int, stop: int, size: int, value_size: int) -> 
         yield encode_command(args), last - first
 
 
-def _fill(conn: Connection, pending: list[list], batches: Iterator[list], depth: int) -> None:
+def _fill(conn: Connection, pending: list[_Mset], batches: Iterator[_Mset], depth: int) -> None:
     out = []
     while len(pending) < depth:
-        item = next(batches, None)
-        if item is None:
+        mset = next(batches, None)
+        if mset is None:
             break
-        out.append(item[0])
-        pending.append(item)
+        out.append(mset.request)
+        pending.append(mset)
     if out:
         conn.sock.sendall(b"".join(out))
