@@ -14,9 +14,6 @@ from twisted.python.failure import Failure
 
 from kvcommon.errors import KVError
 
-_WAITING = object()
-_CALLBACK = object()
-
 
 class Pending:
     """A reply still to come, for one consumer: a Deferred without the chain, for the hot path.
@@ -50,45 +47,65 @@ class Pending:
             consumer(result)
 
 
+class _Callback:
+    """A place in the reply order that runs a function instead of writing a reply."""
+
+    __slots__ = ("callback",)
+    resolved = True
+
+    def __init__(self, callback: Callable[[], None]):
+        self.callback = callback
+
+
 class OrderedReplies:
+    """Writes replies in the order they were pushed, each once it has come.
+
+    A reply still to come holds its place as the Pending it is (a Deferred is wrapped in one), so a reply
+    that comes while nothing is ahead of it is written at once, and later ones follow it.
+    """
+
     def __init__(self, write: Callable[[object], None]):
         self._write = write
-        self._slots: deque[list] = deque()
+        self._slots: deque[Pending | _Callback] = deque()
+        self._on_resolved = self._resolved  # bound once: every Pending pushed gets it
 
     def push(self, reply) -> None:
         """Queue a reply: a value, a Pending or a Deferred of one."""
-        pending = type(reply) is Pending
-        if not pending and not isinstance(reply, defer.Deferred):
-            if not self._slots:
-                self._write(reply)
-            else:
-                self._slots.append([reply])
-            return
-        slot = [_WAITING]
-        self._slots.append(slot)
-
-        def fill(result):
-            slot[0] = result.value if isinstance(result, Failure) else result
+        if type(reply) is not Pending:
+            if not isinstance(reply, defer.Deferred):
+                if not self._slots:
+                    self._write(reply)
+                    return
+                slot = Pending()
+                slot.resolve(reply)
+                self._slots.append(slot)
+                return
+            slot = Pending()
+            reply.addBoth(slot.resolve)
+            reply = slot
+        self._slots.append(reply)
+        if reply.resolved:
             self._drain()
-
-        if pending:
-            reply.then(fill)
         else:
-            reply.addBoth(fill)
+            reply._consumer = self._on_resolved
 
     def push_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every reply pushed so far has been written."""
-        self._slots.append([_CALLBACK, callback])
+        self._slots.append(_Callback(callback))
+        self._drain()
+
+    def _resolved(self, _result) -> None:
         self._drain()
 
     def _drain(self) -> None:
         slots = self._slots
-        while slots and slots[0][0] is not _WAITING:
+        while slots and slots[0].resolved:
             slot = slots.popleft()
-            if slot[0] is _CALLBACK:
-                slot[1]()
-            else:
-                self._write(slot[0])
+            if type(slot) is _Callback:
+                slot.callback()
+                continue
+            result = slot.result
+            self._write(result.value if isinstance(result, Failure) else result)
 
     def __len__(self) -> int:
         return len(self._slots)

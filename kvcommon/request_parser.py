@@ -92,7 +92,7 @@ class FastRequestParser:
         if self._exact_mode:
             self._exact.feed(data)
         elif data:
-            self._chunks.append(bytes(data))
+            self._chunks.append(data if type(data) is bytes else bytes(data))
 
     def next_command(self) -> list[bytes] | None:
         """The next complete command, or None if more bytes are needed; raises ProtocolError as
@@ -103,35 +103,31 @@ class FastRequestParser:
             command = self._exact.next_command()
             if command is None and self._exact.at_boundary():
                 self._exact_mode = False
-                return self._parse_chunks()
+                return self._parse_chunks() if self._chunks else None
             return command
-        return self._parse_chunks()
+        return self._parse_chunks() if self._chunks else None
 
     def _parse_chunks(self) -> list[bytes] | None:
         chunks = self._chunks
-        if not chunks:
-            return None
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        if data[0] == _STAR and not _LARGE_AGGREGATE.search(data) and self._split(data):
-            return self._ready.popleft()
+        if data[0] == _STAR and not _LARGE_AGGREGATE.search(data):
+            # hiredis proposes; the walk over the headers its commands imply decides.
+            reader = self._reader
+            reader.feed(data)
+            commands = []
+            try:
+                while (command := reader.gets()) is not False:
+                    commands.append(command)
+            except Exception:  # noqa: BLE001 - a protocol error, or a RESP3 map hiredis cannot build: not ours
+                commands = None
+            if commands and _is_whole_and_canonical(data, commands, self._max_bulk_len, self._array_headers):
+                if len(commands) == 1:
+                    return commands[0]
+                self._ready.extend(commands)
+                return self._ready.popleft()
+            # The reader may hold part of data: start afresh, since RequestParser reads all of data again.
+            self._reader = hiredis.Reader()
         self._exact_mode = True
         self._exact.feed(data)
         return self.next_command()
-
-    def _split(self, data: bytes) -> bool:
-        """Queue the commands of data if it is nothing but whole canonical commands within the limits."""
-        reader = self._reader
-        reader.feed(data)
-        commands = []
-        try:
-            while (command := reader.gets()) is not False:
-                commands.append(command)
-        except Exception:  # noqa: BLE001 - a protocol error, or a RESP3 map hiredis cannot build: not ours to take
-            commands = None
-        if commands and _is_whole_and_canonical(data, commands, self._max_bulk_len, self._array_headers):
-            self._ready.extend(commands)
-            return True
-        # The reader may hold part of data: start afresh, since RequestParser reads all of data again.
-        self._reader = hiredis.Reader()
-        return False

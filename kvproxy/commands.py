@@ -23,6 +23,9 @@ REDIS_VERSION = "7.2.0"
 SERVER_NAME = "kvstore"
 
 _client_ids = itertools.count(1)
+# Spellings of single-key command names kept for the hot path ("GET", "get", "Get"...): a bound, since the
+# names come from clients.
+MAX_SPELLINGS = 1024
 # Identifies this proxy process in INFO, as Redis's run_id identifies a server process.
 _RUN_ID = f"{random.getrandbits(160):040x}"
 
@@ -71,6 +74,10 @@ class Commands:
             b"flushall": self.flush, b"flushdb": self.flush, b"time": self.time,
         })
         self.local.update(RangeCommands(service).handlers())
+        # Single-key commands by their name as clients spell it: name -> (arity, readonly). The hot path
+        # (ClientProtocol) looks a command up here first and skips execute()'s lower-casing and checks;
+        # execute() adds each single-key command it routes.
+        self.single_key: dict[bytes, tuple[int, bool]] = {}
 
     def execute(self, session: ClientSession, args: list[bytes]):
         self.service.commands_processed += 1
@@ -85,7 +92,9 @@ class Commands:
             check_arity(spec, args)
             if spec.routing == "same":
                 return self._same_partition(session, spec, args)
-            return self._single(session, spec, args)
+            if len(self.single_key) < MAX_SPELLINGS:
+                self.single_key[args[0]] = (spec.arity, not spec.is_write)
+            return self.forward(session, args, not spec.is_write)
         except KVError as err:
             return err
 
@@ -96,10 +105,11 @@ class Commands:
         return self.service.send(partition, args, session.options, readonly=readonly,
                                  eventual=readonly and session.read_level == "eventual")
 
-    def _single(self, session: ClientSession, spec: CommandSpec, args: list[bytes]):
-        readonly = not spec.is_write
-        return self.service.send_one(self.service.view.partition_of(args[1]), args, session.options,
-                                     readonly=readonly, eventual=readonly and session.read_level == "eventual")
+    def forward(self, session: ClientSession, args: list[bytes], readonly: bool):
+        """Send a single-key command, as it is, to the partition of its key (args[1])."""
+        service = self.service
+        return service.send_one(service.view.partition_of(args[1]), args, session.options, readonly,
+                                readonly and session.read_level == "eventual")
 
     def _split_by_key(self, session: ClientSession, args: list[bytes], merge):
         """Send each partition the command with its share of the keys; ``merge(groups, replies)`` combines

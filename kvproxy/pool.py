@@ -70,19 +70,42 @@ class NodeConnection(protocol.Protocol):
 
     def dataReceived(self, data: bytes):
         buffer = self.buffer
+        if not buffer:  # the common case: the read starts with a reply, and is read in place
+            taken = self._take_replies(data)
+            if taken < len(data):
+                buffer += memoryview(data)[taken:]
+            return
         buffer += data
+        del buffer[:self._take_replies(buffer)]
+
+    def _take_replies(self, data: bytes | bytearray) -> int:
+        """Hand each whole reply in data to its waiter; returns where the replies taken end."""
         waiting = self.waiting
-        pos = 0
-        while (end := reply_end(buffer, pos)) > 0:
+        sent_at = self.sent_at
+        find = data.find
+        pos, size = 0, len(data)
+        while pos < size:
+            if data[pos] == 36:  # a bulk string, the most common reply: its end is worked out here
+                line_end = find(b"\r\n", pos)
+                if line_end < 0:
+                    break
+                length = int(data[pos + 1:line_end])
+                end = line_end + 2 if length < 0 else line_end + 4 + length
+                if end > size:
+                    break
+            else:
+                end = reply_end(data, pos)
+                if end < 0:
+                    break
             if not waiting:
                 log.warning("node %s sent a reply nobody asked for; closing the connection", self.node)
                 self.transport.loseConnection()
-                return
-            reply = RawReply(buffer[pos:end])
+                return size
+            reply = RawReply(data[pos:end])
             pos = end
-            self.sent_at.popleft()
+            sent_at.popleft()
             waiting.popleft()(reply)
-        del buffer[:pos]
+        return pos
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.lost = True

@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from kvcommon.errors import ClusterDownError, OutcomeUnknownError
 from kvcommon.replies import Pending
-from kvcommon.resp import encode_bulks
+from kvcommon.resp import RawReply, encode_bulks
 from kvproxy.pool import NodePool, NodeUnavailable
 from kvproxy.routing import ClusterView, Route
 
@@ -77,14 +77,17 @@ class ProxyService:
         if conn is None:
             return self.send(partition, args, options, readonly, eventual)
         pending = Pending()
-        request = (partition, args, options, readonly, eventual, started)
+        resolve = pending.resolve
 
         def on_result(result):
-            outcome = self._after_attempt(result, request)
+            if type(result) is RawReply and not result.startswith(RETRYABLE):
+                resolve(result)  # the common case: the node's answer
+                return
+            outcome = self._after_attempt(result, (partition, args, options, readonly, eventual, started))
             if isinstance(outcome, defer.Deferred):
-                outcome.addBoth(pending.resolve)
+                outcome.addBoth(resolve)
             else:
-                pending.resolve(outcome)
+                resolve(outcome)
 
         conn.send(self._px_request(route, options, args), started, on_result)
         return pending
@@ -98,6 +101,9 @@ class ProxyService:
                 self._px_fields.clear()
             fields = self._px_fields[key] = encode_bulks([b"PX", b"%d" % route.partition,
                                                           b"%d" % route.generation, options])
+        if len(args) == 2:  # GET key and the like: one format, without a list of parts
+            name, key = args
+            return b"*6\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (fields, len(name), name, len(key), key)
         return b"*%d\r\n%b%b" % (len(args) + 4, fields, encode_bulks(args))
 
     def send(self, partition: int, args: list, options: bytes = b"-", readonly: bool = False,

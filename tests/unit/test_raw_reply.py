@@ -46,3 +46,24 @@ def test_a_status_stays_a_status_and_errors_are_recognised():
     assert RawReply(b"-NOTPRIMARY partition 1\r\n").is_error
     assert not RawReply(b"$2\r\nOK\r\n").is_error
     assert encode(RawReply(b"*2\r\n$1\r\na\r\n$-1\r\n"), 3) == b"*2\r\n$1\r\na\r\n_\r\n"
+
+
+@given(st.lists(values, min_size=1, max_size=6), st.lists(st.integers(1, 40), max_size=20))
+def test_a_node_connection_hands_each_reply_to_its_request_however_the_stream_is_cut(replies, sizes):
+    from twisted.internet.testing import StringTransport
+
+    from kvproxy.pool import NodeConnection
+
+    conn = NodeConnection("a")
+    conn.transport = StringTransport()
+    got = []
+    for _ in replies:
+        conn.send(b"", 0.0, got.append)
+    stream = b"".join(encode(r, 2) for r in replies)
+    pos = 0
+    for size in [*sizes, len(stream)]:  # reads of the given sizes, then the rest
+        conn.dataReceived(stream[pos:pos + size])
+        pos += size
+    assert got == [encode(r, 2) for r in replies]
+    assert all(type(reply) is RawReply for reply in got)
+    assert not conn.waiting and not conn.buffer
