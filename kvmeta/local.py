@@ -258,13 +258,8 @@ def process_is_alive(pid: int, start_ticks: int | None = None) -> bool:
 
     A zombie counts as dead; one that is our own child is reaped on the way.
     """
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its parent (or init) reaps it
-    else:
-        if reaped == pid:
-            return False
+    if _reaped(pid):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -279,8 +274,18 @@ def process_is_alive(pid: int, start_ticks: int | None = None) -> bool:
         return True  # no /proc (not Linux): signal 0 is all we can know
     rest = stat[stat.rindex(")") + 2 :].split()
     if rest[0] in ("Z", "X"):
+        _reaped(pid)  # it may have died since the first look
         return False
     return start_ticks is None or int(rest[19]) == start_ticks
+
+
+def _reaped(pid: int) -> bool:
+    """Reap ``pid`` if it is our child and has exited; whether it was."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False  # not our child: its parent (or init) reaps it
+    return reaped == pid
 
 
 def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -335,6 +335,31 @@ def test_process_is_alive_tells_a_reused_pid_and_reaps_zombies():
         child.wait()
 
 
+def test_a_child_that_dies_between_the_looks_is_still_reaped(monkeypatch):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # The first look (waitpid) saw it running; by the look at /proc it had died.
+        real_waitpid, looks = os.waitpid, []
+
+        def first_look_sees_it_running(pid, options):
+            looks.append(pid)
+            return (0, 0) if len(looks) == 1 else real_waitpid(pid, options)
+
+        monkeypatch.setattr(os, "waitpid", first_look_sees_it_running)
+        assert not process_is_alive(child.pid)
+        monkeypatch.undo()
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
+    finally:
+        child.kill()
+        child.wait()
+
+
 # -- readiness probes
 
 
