@@ -45,6 +45,8 @@ class ClientSession:
         self.created = time.time()
         self.options = b"-"
         self.update_options()
+        # False once the client has disconnected: its commands still run, but are not sent again.
+        self.connected = True
 
     def update_options(self) -> None:
         parts = []
@@ -103,13 +105,13 @@ class Commands:
     def _send(self, session: ClientSession, spec: CommandSpec, partition: int, args: list[bytes]):
         readonly = not spec.is_write
         return self.service.send(partition, args, session.options, readonly=readonly,
-                                 eventual=readonly and session.read_level == "eventual")
+                                 eventual=readonly and session.read_level == "eventual", client=session)
 
     def forward(self, session: ClientSession, args: list[bytes], readonly: bool):
         """Send a single-key command, as it is, to the partition of its key (args[1])."""
         service = self.service
         return service.send_one(service.view.partition_of(args[1]), args, session.options, readonly,
-                                readonly and session.read_level == "eventual")
+                                readonly and session.read_level == "eventual", session)
 
     def _split_by_key(self, session: ClientSession, args: list[bytes], merge):
         """Send each partition the command with its share of the keys; ``merge(groups, replies)`` combines
@@ -240,7 +242,7 @@ class Commands:
         if options.pattern is not None:
             step.append(options.pattern)
         # Always the primary: the token names a position only the node that handed it out knows.
-        d = self.service.send(partition, step, session.options, readonly=True)
+        d = self.service.send(partition, step, session.options, readonly=True, client=session)
         d.addCallback(_scan_reply, partition, partitions, pinned is not None)
         return d
 

@@ -30,8 +30,10 @@ class ClientProtocol(protocol.Protocol):
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.commands.connected_clients -= 1
+        self.session.connected = False
         # Replies still pending are dropped with the connection; the commands themselves run to the end,
-        # so a client that disconnects mid-request loses nothing that was acknowledged.
+        # so a client that disconnects mid-request loses nothing that was acknowledged. What a node refused
+        # is not sent again (see ProxyService.send): a write landing that late could undo newer ones.
         self.closing = True
 
     def _write(self, reply) -> None:

@@ -3,7 +3,8 @@
 The fast path is one lookup in the view and one pipelined request. When a node answers that it is not the
 primary (``NOTPRIMARY``), not ready (``TRYAGAIN``), or cannot be reached, the command waits for the next map
 change (or a short back-off) and goes again, for at most ``retry_seconds``. A write whose connection broke
-after it was sent is not retried, since it may have been applied: the client is told so.
+after it was sent is not retried, since it may have been applied: the client is told so. Nothing is sent
+again once the client that asked has disconnected.
 """
 
 from __future__ import annotations
@@ -68,14 +69,14 @@ class ProxyService:
     # -- sending ---------------------------------------------------------------------------------
 
     def send_one(self, partition: int, args: list[bytes], options: bytes = b"-", readonly: bool = False,
-                 eventual: bool = False) -> Pending | defer.Deferred:
+                 eventual: bool = False, client=None) -> Pending | defer.Deferred:
         """send(), for the hot path: while the route's connection is open, the request goes out without a
         Deferred, and the reply comes as a Pending. Retries take send()'s way."""
         started = self.reactor.seconds()
         route = self._route(partition, eventual)
         conn = None if route is None else self.pool.connection(route.node, route.host, route.port)
         if conn is None:
-            return self.send(partition, args, options, readonly, eventual)
+            return self.send(partition, args, options, readonly, eventual, client)
         pending = Pending()
         resolve = pending.resolve
 
@@ -83,7 +84,7 @@ class ProxyService:
             if type(result) is RawReply and not result.startswith(RETRYABLE):
                 resolve(result)  # the common case: the node's answer
                 return
-            outcome = self._after_attempt(result, (partition, args, options, readonly, eventual, started))
+            outcome = self._after_attempt(result, (partition, args, options, readonly, eventual, client, started))
             if isinstance(outcome, defer.Deferred):
                 outcome.addBoth(resolve)
             else:
@@ -107,10 +108,15 @@ class ProxyService:
         return b"*%d\r\n%b%b" % (len(args) + 4, fields, encode_bulks(args))
 
     def send(self, partition: int, args: list, options: bytes = b"-", readonly: bool = False,
-             eventual: bool = False) -> defer.Deferred:
-        """Run ``args`` on the partition; fires with the node's reply as a RawReply, or a KVError."""
+             eventual: bool = False, client=None) -> defer.Deferred:
+        """Run ``args`` on the partition; fires with the node's reply as a RawReply, or a KVError.
+
+        ``client`` is the session the command came from (anything with ``connected``): once it has
+        disconnected, a refused command is not sent again, since nobody waits for its answer and a write
+        sent that late could land after writes its client made since.
+        """
         # The retry budget counts from now, when the client's request arrived, however long attempts take.
-        request = (partition, args, options, readonly, eventual, self.reactor.seconds())
+        request = (partition, args, options, readonly, eventual, client, self.reactor.seconds())
         route = self._route(partition, eventual)
         if route is None:
             return self._retry(*request, "no live primary")
@@ -134,10 +140,12 @@ class ProxyService:
         return self._retry(*request, str(result))
 
     @defer.inlineCallbacks
-    def _retry(self, partition, args, options, readonly, eventual, started: float, why: str):
+    def _retry(self, partition, args, options, readonly, eventual, client, started: float, why: str):
         deadline = started + self.retry_seconds
         delay = 0.02
         while True:
+            if client is not None and not client.connected:
+                return _client_gone(partition, why)
             self.retries += 1
             remaining = deadline - self.reactor.seconds()
             if remaining <= 0:
@@ -147,6 +155,8 @@ class ProxyService:
                     "`kvctl status`")
             yield self._map_change_or_timeout(min(delay, remaining))
             delay = min(delay * 2, MAX_RETRY_DELAY)
+            if client is not None and not client.connected:
+                return _client_gone(partition, why)
             route = self._route(partition, eventual)
             if route is None:
                 why = "no live primary"
@@ -163,6 +173,12 @@ class ProxyService:
                 why = str(reply)
                 continue
             return reply
+
+
+def _client_gone(partition: int, why: str) -> OutcomeUnknownError:
+    # Nobody reads this answer; it says what happened for logs and tests.
+    return OutcomeUnknownError(f"the client disconnected while partition {partition} was unavailable ({why}); "
+                               "the command was not sent again")
 
 
 def _maybe_applied(err: NodeUnavailable) -> OutcomeUnknownError:

@@ -99,3 +99,15 @@ def test_spellings_kept_for_the_hot_path_are_bounded(monkeypatch):
         c.dataReceived(encode_command([name, b"k"]))
     assert len(commands.single_key) == 4
     assert sent(nodes["a"]).count(b"\r\nk\r\n") == 6
+
+
+def test_a_write_refused_after_its_client_disconnected_is_not_sent_again():
+    commands, nodes = proxy()
+    c = client(commands)
+    c.dataReceived(encode_command([b"SET", b"k", b"old"]))
+    sent(nodes["a"])
+    c.connectionLost(None)
+    nodes["a"].dataReceived(b"-NOTPRIMARY partition 0 has another primary\r\n")
+    commands.service.reactor.advance(1)
+    assert sent(nodes["a"]) == b"" and sent(nodes["b"]) == b""
+    assert commands.service.retries == 0

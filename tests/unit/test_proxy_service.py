@@ -128,3 +128,41 @@ def test_the_hot_path_reports_a_broken_write_uncertain():
     pool.conn.connectionLost(None)
     assert isinstance(pending_outcome(pending), OutcomeUnknownError)
     assert pool.requests == []
+
+
+class Client:
+    connected = True
+
+
+def test_a_refused_write_is_not_sent_again_once_its_client_has_gone():
+    # A client that timed out and wrote the key again must not have its old write land after the new one.
+    pool = ConnectedPool(b"+OK\r\n")
+    service, clock = make(pool)
+    client = Client()
+    pending = service.send_one(0, [b"SET", b"k", b"old"], client=client)
+    client.connected = False
+    pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
+    clock.advance(0.1)
+    assert pool.requests == []
+    assert isinstance(pending_outcome(pending), OutcomeUnknownError)
+
+
+def test_a_client_that_leaves_while_its_command_waits_for_a_new_primary_stops_the_retries():
+    pool = ScriptedPool(b"-TRYAGAIN not yet\r\n", b"+OK\r\n")
+    service, clock = make(pool)
+    client = Client()
+    d = service.send(0, [b"SET", b"k", b"v"], client=client)
+    assert len(pool.requests) == 1
+    client.connected = False
+    clock.advance(0.1)
+    assert len(pool.requests) == 1
+    assert isinstance(outcome(d), OutcomeUnknownError) and "client disconnected" in outcome(d).message
+
+
+def test_a_refused_command_of_a_connected_client_is_sent_again():
+    pool = ConnectedPool(b"+OK\r\n")
+    service, clock = make(pool)
+    pending = service.send_one(0, [b"SET", b"k", b"v"], client=Client())
+    pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
+    clock.advance(0.1)
+    assert pending_outcome(pending) == b"+OK\r\n"
