@@ -21,13 +21,15 @@ from kvcommon.hlc import LOGICAL_BITS, LOGICAL_MASK
 from kvnode.replica import Role
 from kvnode.storage.history import compactable
 
-# Seconds between ticks (kvnode.main runs them).
-COMPACT_INTERVAL = 1.0
+# Seconds between ticks (kvnode.main runs them). A tick runs on the reactor thread and every request
+# waits for it: 2000 records at once took 4-12 ms over a million keys, a stall at the tail of GET
+# latency every second, so the walk goes in small steps instead, at the same 2000 records a second.
+COMPACT_INTERVAL = 0.1
 # History records read per tick, over all partitions.
-COMPACT_BUDGET = 2000
+COMPACT_BUDGET = 200
 GRACE_MS = 10_000
-# Ticks skipped after a walk over every partition found nothing to remove.
-IDLE_REST_TICKS = 30
+# Ticks skipped after a walk over every partition found nothing to remove (30 s).
+IDLE_REST_TICKS = 300
 
 
 class HistoryCompactor:

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from kvnode.storage.records import expire_at_of
 
 # Seconds between ticks of the sweep (kvnode.main runs it).
-SWEEP_INTERVAL = 0.25
-# Records the walk reads per tick, over all partitions; at a tick every 0.25s, 2000 records a second.
-WALK_BUDGET = 500
+# Small steps often rather than large ones seldom: every request waits for a tick (see compaction.py).
+SWEEP_INTERVAL = 0.1
+# Records the walk reads per tick, over all partitions; at a tick every 0.1s, 2000 records a second.
+WALK_BUDGET = 200
 # Keys deleted per tick from the heap: more are left for the next tick.
-DELETE_BUDGET = 1000
+DELETE_BUDGET = 400
 # Expiring keys remembered; beyond this the walk finds them, later.
 MAX_TRACKED = 100_000
 
