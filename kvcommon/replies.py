@@ -87,7 +87,7 @@ class OrderedReplies:
         if reply.resolved:
             self._drain()
         else:
-            reply._consumer = self._on_resolved
+            reply.then(self._on_resolved)
 
     def push_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every reply pushed so far has been written."""
