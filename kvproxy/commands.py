@@ -47,6 +47,9 @@ class ClientSession:
         self.update_options()
         # False once the client has disconnected: its commands still run, but are not sent again.
         self.connected = True
+        # partition -> how many commands of this client went to it: a refused command is sent again only if
+        # it is still the client's latest there (ProxyService.send).
+        self.sent_to: dict[int, int] = {}
 
     def update_options(self) -> None:
         parts = []

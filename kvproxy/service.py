@@ -4,17 +4,18 @@ The fast path is one lookup in the view and one pipelined request. When a node a
 primary (``NOTPRIMARY``), not ready (``TRYAGAIN``), or cannot be reached, the command waits for the next map
 change (or a short back-off) and goes again, for at most ``retry_seconds``. A write whose connection broke
 after it was sent is not retried, since it may have been applied: the client is told so. Nothing is sent
-again once the client that asked has disconnected.
+again once the client that asked has disconnected, or has sent later commands to the same partition.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 
 from twisted.internet import defer
 
-from kvcommon.errors import ClusterDownError, OutcomeUnknownError
+from kvcommon.errors import ClusterDownError, KVError, OutcomeUnknownError, TryAgainError
 from kvcommon.replies import Pending
 from kvcommon.resp import RawReply, encode_bulks
 from kvproxy.pool import NodePool, NodeUnavailable
@@ -77,6 +78,7 @@ class ProxyService:
         conn = None if route is None else self.pool.connection(route.node, route.host, route.port)
         if conn is None:
             return self.send(partition, args, options, readonly, eventual, client)
+        number = _note_sent(client, partition)
         pending = Pending()
         resolve = pending.resolve
 
@@ -84,7 +86,8 @@ class ProxyService:
             if type(result) is RawReply and not result.startswith(RETRYABLE):
                 resolve(result)  # the common case: the node's answer
                 return
-            outcome = self._after_attempt(result, (partition, args, options, readonly, eventual, client, started))
+            request = _Request(partition, args, options, readonly, eventual, client, number, started)
+            outcome = self._after_attempt(result, request)
             if isinstance(outcome, defer.Deferred):
                 outcome.addBoth(resolve)
             else:
@@ -111,41 +114,46 @@ class ProxyService:
              eventual: bool = False, client=None) -> defer.Deferred:
         """Run ``args`` on the partition; fires with the node's reply as a RawReply, or a KVError.
 
-        ``client`` is the session the command came from (anything with ``connected``): once it has
-        disconnected, a refused command is not sent again, since nobody waits for its answer and a write
-        sent that late could land after writes its client made since.
+        ``client`` is the session the command came from (a ClientSession). A refused command is not sent
+        again once its client has disconnected, since nobody waits for its answer and a write sent that
+        late could land after writes the client made since; nor once a later command of the client went
+        to the same partition, since the two could then run out of the order the client sent them in
+        (the later one at the new primary, this one after it): the client gets TRYAGAIN for it instead.
         """
         # The retry budget counts from now, when the client's request arrived, however long attempts take.
-        request = (partition, args, options, readonly, eventual, client, self.reactor.seconds())
+        request = _Request(partition, args, options, readonly, eventual, client, _note_sent(client, partition),
+                           self.reactor.seconds())
         route = self._route(partition, eventual)
         if route is None:
-            return self._retry(*request, "no live primary")
+            return self._retry(request, "no live primary")
         d = self.pool.request(route.node, route.host, route.port,
                               [b"PX", partition, route.generation, options, *args])
         d.addCallbacks(self._after_attempt, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return d
 
-    def _failed(self, failure, request):
+    def _failed(self, failure, request: _Request):
         failure.trap(NodeUnavailable)
         return self._after_attempt(failure.value, request)
 
-    def _after_attempt(self, result, request):
+    def _after_attempt(self, result, request: _Request):
         """What the first attempt's result (a reply, or NodeUnavailable) means: the answer, or the retries
         (a Deferred). A refusal is retried; so is a lost connection, unless a write may have been applied."""
         if isinstance(result, NodeUnavailable):
-            if result.sent and not request[3]:  # readonly
+            if result.sent and not request.readonly:
                 return _maybe_applied(result)
         elif not _retryable(result):
             return result
-        return self._retry(*request, str(result))
+        return self._retry(request, str(result))
 
     @defer.inlineCallbacks
-    def _retry(self, partition, args, options, readonly, eventual, client, started: float, why: str):
-        deadline = started + self.retry_seconds
+    def _retry(self, request: _Request, why: str):
+        partition, args, options, readonly, eventual = (request.partition, request.args, request.options,
+                                                        request.readonly, request.eventual)
+        deadline = request.started + self.retry_seconds
         delay = 0.02
         while True:
-            if client is not None and not client.connected:
-                return _client_gone(partition, why)
+            if (stop := _not_again(request, why)) is not None:
+                return stop
             self.retries += 1
             remaining = deadline - self.reactor.seconds()
             if remaining <= 0:
@@ -155,8 +163,8 @@ class ProxyService:
                     "`kvctl status`")
             yield self._map_change_or_timeout(min(delay, remaining))
             delay = min(delay * 2, MAX_RETRY_DELAY)
-            if client is not None and not client.connected:
-                return _client_gone(partition, why)
+            if (stop := _not_again(request, why)) is not None:
+                return stop
             route = self._route(partition, eventual)
             if route is None:
                 why = "no live primary"
@@ -173,6 +181,44 @@ class ProxyService:
                 why = str(reply)
                 continue
             return reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A command on its way, as retries need it. ``number`` counts the client's commands to the partition."""
+
+    partition: int
+    args: list
+    options: bytes
+    readonly: bool
+    eventual: bool
+    client: object | None
+    number: int
+    started: float
+
+
+def _note_sent(client, partition: int) -> int:
+    """Count a command of ``client`` going to ``partition``; returns its number there."""
+    if client is None:
+        return 0
+    number = client.sent_to.get(partition, 0) + 1
+    client.sent_to[partition] = number
+    return number
+
+
+def _not_again(request: _Request, why: str) -> KVError | None:
+    """The answer for a refused command that must not be sent again (see ProxyService.send), else None."""
+    client = request.client
+    if client is None:
+        return None
+    if not client.connected:
+        return _client_gone(request.partition, why)
+    if client.sent_to.get(request.partition) != request.number:
+        return TryAgainError(
+            f"partition {request.partition} could not take this command ({why}), and later commands of this "
+            "connection to it were sent meanwhile; it was not sent again, so that commands run in the order "
+            "they were sent: send it again")
+    return None
 
 
 def _client_gone(partition: int, why: str) -> OutcomeUnknownError:

@@ -111,3 +111,21 @@ def test_a_write_refused_after_its_client_disconnected_is_not_sent_again():
     commands.service.reactor.advance(1)
     assert sent(nodes["a"]) == b"" and sent(nodes["b"]) == b""
     assert commands.service.retries == 0
+
+
+def test_pipelined_writes_keep_their_order_when_the_primary_changes_between_them():
+    commands, nodes = proxy()
+    c = client(commands)
+    c.dataReceived(encode_command([b"SET", b"k", b"a"]))
+    # The map moves partition of k to "b" before the next write of the pipeline is read.
+    view = commands.service.view
+    partition = view.partition_of(b"k")
+    view.states[partition] = PartitionState(partition, 8, "b", ("a", "b"), ("a", "b"))
+    c.dataReceived(encode_command([b"SET", b"k", b"b"]))
+    assert sent(nodes["b"]) == encode_command([b"PX", partition, 8, b"-", b"SET", b"k", b"b"])
+    nodes["b"].dataReceived(b"+OK\r\n")
+    # The old primary refuses the first: sent to "b" now, it would land after the second and undo it.
+    nodes["a"].dataReceived(b"-NOTPRIMARY partition has another primary\r\n")
+    commands.service.reactor.advance(1)
+    assert sent(nodes["b"]) == b""
+    assert c.transport.value().startswith(b"-TRYAGAIN ") and c.transport.value().endswith(b"+OK\r\n")

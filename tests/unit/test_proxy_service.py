@@ -3,9 +3,10 @@
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 
-from kvcommon.errors import ClusterDownError, OutcomeUnknownError
+from kvcommon.errors import ClusterDownError, OutcomeUnknownError, TryAgainError
 from kvcommon.resp import RawReply, encode_command
 from kvmeta.schema import NodeRecord, PartitionState
+from kvproxy.commands import ClientSession
 from kvproxy.pool import NodeConnection, NodeUnavailable
 from kvproxy.routing import ClusterView
 from kvproxy.service import ProxyService
@@ -130,15 +131,11 @@ def test_the_hot_path_reports_a_broken_write_uncertain():
     assert pool.requests == []
 
 
-class Client:
-    connected = True
-
-
 def test_a_refused_write_is_not_sent_again_once_its_client_has_gone():
     # A client that timed out and wrote the key again must not have its old write land after the new one.
     pool = ConnectedPool(b"+OK\r\n")
     service, clock = make(pool)
-    client = Client()
+    client = ClientSession()
     pending = service.send_one(0, [b"SET", b"k", b"old"], client=client)
     client.connected = False
     pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
@@ -150,7 +147,7 @@ def test_a_refused_write_is_not_sent_again_once_its_client_has_gone():
 def test_a_client_that_leaves_while_its_command_waits_for_a_new_primary_stops_the_retries():
     pool = ScriptedPool(b"-TRYAGAIN not yet\r\n", b"+OK\r\n")
     service, clock = make(pool)
-    client = Client()
+    client = ClientSession()
     d = service.send(0, [b"SET", b"k", b"v"], client=client)
     assert len(pool.requests) == 1
     client.connected = False
@@ -162,7 +159,37 @@ def test_a_client_that_leaves_while_its_command_waits_for_a_new_primary_stops_th
 def test_a_refused_command_of_a_connected_client_is_sent_again():
     pool = ConnectedPool(b"+OK\r\n")
     service, clock = make(pool)
-    pending = service.send_one(0, [b"SET", b"k", b"v"], client=Client())
+    pending = service.send_one(0, [b"SET", b"k", b"v"], client=ClientSession())
     pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
     clock.advance(0.1)
     assert pending_outcome(pending) == b"+OK\r\n"
+
+
+def test_a_refused_command_with_a_later_one_of_its_client_behind_it_is_not_sent_again():
+    # Sent again, it could run after the later one: the client gets TRYAGAIN (nothing was done) instead.
+    pool = ConnectedPool(b"+OK\r\n")
+    service, clock = make(pool)
+    client = ClientSession()
+    first = service.send_one(0, [b"SET", b"k", b"a"], client=client)
+    second = service.send_one(0, [b"SET", b"k", b"b"], client=client)
+    pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n+OK\r\n")
+    clock.advance(0.1)
+    assert pool.requests == []
+    assert isinstance(pending_outcome(first), TryAgainError)
+    assert "later commands of this connection" in pending_outcome(first).message
+    assert pending_outcome(second) == b"+OK\r\n"
+
+
+def test_a_later_command_to_another_partition_does_not_stop_a_retry():
+    pool = ConnectedPool(b"+OK\r\n")
+    clock = task.Clock()
+    view = ClusterView(2, {p: PartitionState(p, 1, "a", ("a",), ("a",)) for p in (0, 1)},
+                       {"a": NodeRecord("a", "h", 1)})
+    service = ProxyService(clock, pool, view, retry_seconds=2)
+    client = ClientSession()
+    first = service.send_one(0, [b"SET", b"k", b"a"], client=client)
+    service.send_one(1, [b"SET", b"other", b"b"], client=client)
+    pool.conn.dataReceived(b"-NOTPRIMARY partition 0 ...\r\n")
+    clock.advance(0.1)
+    assert pending_outcome(first) == b"+OK\r\n"
+    assert len(pool.requests) == 1
