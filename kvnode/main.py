@@ -31,7 +31,7 @@ log = logging.getLogger("kvnode")
 def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)
-    from kvcommon import gctune
+    from kvcommon import gctune, heap
     from kvcommon import reactor as server_reactor
 
     server_reactor.install()
@@ -81,6 +81,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
         log.info("stopped")
 
     task.LoopingCall(service.trim_logs).start(5.0, now=False)
+    task.LoopingCall(heap.release_free_memory).start(heap.TRIM_INTERVAL, now=False)
     task.LoopingCall(service.expire_overdue).start(0.25, now=False)
     task.LoopingCall(service.sweep_expired).start(SWEEP_INTERVAL, now=False)
     task.LoopingCall(service.compactor.tick).start(COMPACT_INTERVAL, now=False)
