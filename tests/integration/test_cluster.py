@@ -115,7 +115,15 @@ def test_two_clusters_on_one_zookeeper_do_not_see_each_other(make_cluster):
 def test_a_node_refuses_a_route_by_an_old_generation(cluster):
     state = partition_states(cluster)[0]
     node = node_client(cluster, state.primary)
-    assert node.execute_command("PX", 0, state.generation, "-", "SET", "k", "v") == b"OK"
+    # A new primary serves once a majority of its replicas is in touch (its lease); until then, TRYAGAIN.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert node.execute_command("PX", 0, state.generation, "-", "SET", "k", "v") == b"OK"
+            break
+        except redis.exceptions.TryAgainError:
+            assert time.monotonic() < deadline, "the primary of partition 0 did not serve within 10 s"
+            time.sleep(0.05)
     with pytest.raises(redis.ResponseError, match="NOTPRIMARY"):
         node.execute_command("PX", 0, state.generation - 1, "-", "SET", "k", "v")
     with pytest.raises(redis.exceptions.TryAgainError, match="has not seen generation"):
