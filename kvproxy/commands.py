@@ -79,13 +79,16 @@ class Commands:
             b"flushall": self.flush, b"flushdb": self.flush, b"time": self.time,
         })
         self.local.update(RangeCommands(service).handlers())
-        # Single-key commands by their name as clients spell it: name -> (arity, readonly). The hot path
-        # (ClientProtocol) looks a command up here first and skips execute()'s lower-casing and checks;
-        # execute() adds each single-key command it routes.
+        # Single-key commands by their name as clients spell it: name -> (arity, readonly). execute() looks a
+        # command up here first, which skips the command tables and the arity check, and adds each single-key
+        # command it routes the long way.
         self.single_key: dict[bytes, tuple[int, bool]] = {}
 
     def execute(self, session: ClientSession, args: list[bytes]):
         self.service.commands_processed += 1
+        known = self.single_key.get(args[0])
+        if known is not None and (len(args) == known[0] or 0 > known[0] >= -len(args)):
+            return self.forward(session, args, known[1])
         name = args[0].lower()
         try:
             handler = self.local.get(name)

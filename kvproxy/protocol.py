@@ -45,15 +45,8 @@ class ClientProtocol(protocol.Protocol):
             return
         self.parser.feed(data)
         commands = self.commands
-        single_key = commands.single_key
         try:
             while (args := self.parser.next_command()) is not None:
-                # Single-key commands (GET, SET...) the proxy has routed before go straight to their partition.
-                known = single_key.get(args[0])
-                if known is not None and (len(args) == known[0] or 0 > known[0] >= -len(args)):
-                    commands.service.commands_processed += 1
-                    self.replies.push(commands.forward(self.session, args, known[1]))
-                    continue
                 if args[0].lower() == b"quit":
                     self.replies.push(OK)
                     self.closing_after_replies()
