@@ -82,25 +82,12 @@ class NodeConnection(protocol.Protocol):
         """Hand each whole reply in data to its waiter; returns where the replies taken end."""
         waiting = self.waiting
         sent_at = self.sent_at
-        find = data.find
-        pos, size = 0, len(data)
-        while pos < size:
-            if data[pos] == 36:  # a bulk string, the most common reply: its end is worked out here
-                line_end = find(b"\r\n", pos)
-                if line_end < 0:
-                    break
-                length = int(data[pos + 1:line_end])
-                end = line_end + 2 if length < 0 else line_end + 4 + length
-                if end > size:
-                    break
-            else:
-                end = reply_end(data, pos)
-                if end < 0:
-                    break
+        pos = 0
+        while (end := reply_end(data, pos)) > 0:
             if not waiting:
                 log.warning("node %s sent a reply nobody asked for; closing the connection", self.node)
                 self.transport.loseConnection()
-                return size
+                return len(data)
             reply = RawReply(data[pos:end])
             pos = end
             sent_at.popleft()
