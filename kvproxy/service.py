@@ -211,20 +211,15 @@ def _not_again(request: _Request, why: str) -> KVError | None:
     client = request.client
     if client is None:
         return None
-    if not client.connected:
-        return _client_gone(request.partition, why)
+    if not client.connected:  # nobody reads this answer; it says what happened, for logs and tests
+        return OutcomeUnknownError(f"the client disconnected while partition {request.partition} was unavailable "
+                                   f"({why}); the command was not sent again")
     if client.sent_to.get(request.partition) != request.number:
         return TryAgainError(
             f"partition {request.partition} could not take this command ({why}), and later commands of this "
             "connection to it were sent meanwhile; it was not sent again, so that commands run in the order "
             "they were sent: send it again")
     return None
-
-
-def _client_gone(partition: int, why: str) -> OutcomeUnknownError:
-    # Nobody reads this answer; it says what happened for logs and tests.
-    return OutcomeUnknownError(f"the client disconnected while partition {partition} was unavailable ({why}); "
-                               "the command was not sent again")
 
 
 def _maybe_applied(err: NodeUnavailable) -> OutcomeUnknownError:
