@@ -71,23 +71,22 @@ class OrderedReplies:
 
     def push(self, reply) -> None:
         """Queue a reply: a value, a Pending or a Deferred of one."""
-        if type(reply) is not Pending:
-            if not isinstance(reply, defer.Deferred):
-                if not self._slots:
-                    self._write(reply)
-                    return
-                slot = Pending()
-                slot.resolve(reply)
-                self._slots.append(slot)
-                return
+        if type(reply) is Pending:
+            slot = reply
+        elif isinstance(reply, defer.Deferred):
             slot = Pending()
             reply.addBoth(slot.resolve)
-            reply = slot
-        self._slots.append(reply)
-        if reply.resolved:
+        elif not self._slots:
+            self._write(reply)  # a reply ready with nothing ahead of it
+            return
+        else:
+            slot = Pending()
+            slot.resolve(reply)
+        self._slots.append(slot)
+        if slot.resolved:
             self._drain()
         else:
-            reply.then(self._on_resolved)
+            slot.then(self._on_resolved)
 
     def push_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every reply pushed so far has been written."""
