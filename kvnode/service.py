@@ -355,6 +355,7 @@ class NodeService:
         self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta),
                         lambda: self._primary_committed(replica, entry, payload))
         self.expiry.note(partition, writes)
+        self.compactor.note(partition, version)
         return pending
 
     def _after(self, waits: list[PendingEntry], reply, writing: bool) -> defer.Deferred:
@@ -429,6 +430,7 @@ class NodeService:
             on_commit(entry.seq)
 
         self.commit.add(lambda batch: self.store.apply(batch, partition, entry, meta), committed)
+        self.compactor.note(partition, entry.version)
         return None
 
     def begin_snapshot(self, partition: int, meta: PartitionMeta) -> None:

@@ -99,3 +99,43 @@ def test_reads_on_a_secondary_hide_expired_keys_but_write_nothing():
     assert service.execute([b"PTTL", b"k"], 0, 3, eventual) == -2
     clock.advance(0)
     assert service.replicas[0].seq == 1 and service.store.get(0, b"k") == expired
+
+
+def test_the_walk_reads_a_partition_once_when_this_node_becomes_its_primary():
+    service, clock = make_service(primary="n2")
+    soon = encode_value(1 << 16, b"v", int(time.time() * 1000) + 100)
+    service.apply_replicated(0, LogEntry(3, 1, 1 << 16, ((b"soon", soon), (b"live", encode_value(1, b"v")))),
+                             lambda seq: None)
+    clock.advance(0)
+    service.on_partition_state(PartitionState(0, 4, "n1", ALONE, ALONE))
+    clock.advance(0)
+    assert service.sweep_expired() == 0
+    read = service.expiry.read
+    assert read == 2, "the walk read the partition and put the key that expires later in the heap"
+    time.sleep(0.15)
+    assert service.sweep_expired() == 1, "found in the heap, without another walk"
+    assert service.expiry.read == read
+    clock.advance(0)
+    assert service.store.get(0, b"soon") is None
+
+
+def test_a_primary_whose_expiring_keys_are_all_in_the_heap_reads_nothing():
+    service, clock = make_service()
+    service.sweep_expired()  # the walk of a partition this node has just become primary of
+    read = service.expiry.read
+    run(service, clock, "SET", "k", "v", "PX", "100")
+    for _ in range(10):
+        service.sweep_expired()
+    assert service.expiry.read == read
+
+
+def test_keys_the_full_heap_has_no_room_for_are_found_by_a_walk():
+    service, clock = make_service()
+    service.expiry.max_tracked = 1
+    service.sweep_expired()
+    run(service, clock, "SET", "a", "v", "PX", "100")
+    run(service, clock, "SET", "b", "v", "PX", "100")  # no room: the partition is walked again
+    time.sleep(0.15)
+    assert service.sweep_expired() == 2
+    clock.advance(0)
+    assert run(service, clock, "DBSIZE") == 0

@@ -5,7 +5,7 @@ import time
 from kvcommon.errors import CommandError, NotPrimaryError
 from kvcommon.hlc import LOGICAL_BITS
 from kvmeta.schema import PartitionState
-from kvnode.compaction import IDLE_REST_TICKS, HistoryCompactor
+from kvnode.compaction import STEP_MS, HistoryCompactor
 from kvnode.service import RequestOptions
 from kvnode.storage.history import read_as_of
 from kvnode.storage.records import KIND_TOMBSTONE, decode_meta, kind_of, value_of
@@ -85,21 +85,32 @@ def test_compaction_removes_old_versions_on_its_own_replica():
     assert compactor.tick((last >> LOGICAL_BITS) + retention_ms + 1) == 0
 
 
-def test_compaction_rests_after_a_walk_that_found_nothing():
+def test_compaction_walks_a_partition_only_once_a_step_of_its_writes_is_past_the_cutoff():
     service, clock = make_service(write_level="1")
+    compactor = service.compactor
+    compactor.grace_ms = 0
     for value in (b"one", b"two"):
         service.execute([b"SET", b"k", value], 0, 3)
         clock.advance(0)
-    compactor = HistoryCompactor(service, budget=10, grace_ms=0)
     now_ms = service.clock.last >> LOGICAL_BITS
-    assert compactor.tick(now_ms) == 0  # everything is within the retention window
+    assert compactor.tick(now_ms) == 0, "everything is within the retention window"
     read = compactor.read
-    assert read > 0
-    for _ in range(IDLE_REST_TICKS):
+    assert read > 0, "a partition new to the node is walked once: it may hold versions of any age"
+    for _ in range(100):
         assert compactor.tick(now_ms) == 0
-    assert compactor.read == read, "a resting compactor reads nothing"
+    assert compactor.read == read, "no write is past the cutoff: nothing is read"
     retention_ms = service.config.retention_seconds * 1000
-    assert compactor.tick(now_ms + retention_ms + 1) == 1
+    past_step = (now_ms // STEP_MS + 1) * STEP_MS + retention_ms  # the writes' step is wholly past the cutoff
+    assert compactor.tick(past_step) == 1
+    read = compactor.read
+    assert compactor.tick(past_step + 1) == 0
+    assert compactor.read == read, "no write since that walk"
+    service.execute([b"SET", b"k", b"three"], 0, 3)
+    clock.advance(0)
+    later_ms = service.clock.last >> LOGICAL_BITS
+    assert compactor.tick(later_ms + retention_ms + 1) == 0
+    assert compactor.read == read, "the new write's step is not past the cutoff yet"
+    assert compactor.tick(later_ms + retention_ms + STEP_MS) == 1
     assert compactor.read > read
 
 
