@@ -194,7 +194,9 @@ def set_value(ctx: CommandContext, key: bytes, value: bytes, opts: SetOptions, c
               done=OK, aborted=None):
     """SET and its variants (Redis's setGenericCommand): ``done`` or ``aborted`` is the reply without GET."""
     expire = expire_at_ms(ctx, opts.unit, opts.expire, command) if opts.expire is not None else None
-    old = ctx.record(key)
+    # A plain SET overwrites whatever is there: reading the old value would cost every SET a lookup.
+    reads_old = opts.nx or opts.xx or opts.get or opts.keepttl or opts.ifeq is not None
+    old = ctx.record(key) if reads_old else None
     previous = old.value if old is not None else None
     if opts.ifeq is not None and previous != opts.ifeq:
         return previous if opts.get else aborted

@@ -120,6 +120,27 @@ def test_invalid_expiry_times_name_the_command(p, command):
         p.run(*command)
 
 
+def test_a_plain_set_reads_nothing_and_its_options_read_the_old_value(p):
+    p.run("SET", "k", "old", "EX", "100")
+    reads = []
+
+    def reader(key):
+        reads.append(key)
+        return p.data.get(key)
+
+    def run(*args):
+        ctx = CommandContext(reader, p.now, 8)
+        reply = HANDLERS[b"set"](ctx, [a.encode() for a in args])
+        return reply, ctx.changes()
+
+    reply, changes = run("SET", "k", "new")
+    assert reply == OK and reads == [] and decode_value(changes[b"k"]).expire_at_ms == 0, "the TTL goes too"
+    for option in (["NX"], ["XX"], ["GET"], ["KEEPTTL"], ["IFEQ", "old"]):
+        reads.clear()
+        run("SET", "k", "new", *option)
+        assert reads == [b"k"], option
+
+
 # -- compare-and-set ---------------------------------------------------------------------------------------
 
 def test_set_ifeq_sets_only_over_an_equal_value(p):
