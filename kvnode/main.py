@@ -75,6 +75,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
     def shutdown():
         coordinator.stop()
         service.commit.close()
+        service.stop_store_compaction()
         client.stop()
         client.close()
         engine.close()

@@ -137,6 +137,8 @@ class NodeProtocol(protocol.Protocol):
             return self.service.roles()
         if name == b"kv.position":
             return self.service.position_of(int(args[1]))
+        if name == b"kv.compact":
+            return self.service.compact_store()
         if name == b"kv.pause":
             return self.service.pause_writes(int(args[1]), int(args[2]), float(args[3]))
         if name == b"select":
@@ -147,6 +149,15 @@ class NodeProtocol(protocol.Protocol):
         if name in (b"hello", b"command", b"client", b"info"):
             return self._info(name)
         return None
+
+    def _full_compaction_info(self) -> str:
+        """INFO lines on the last full compaction of the store (KV.COMPACT), if any."""
+        compaction = self.service.full_compaction
+        if compaction is None:
+            return "kv_full_compaction:none\r\n"
+        return (f"kv_full_compaction:{compaction.status()}\r\n"
+                f"kv_full_compaction_ranges:{compaction.done}/{len(compaction.ranges)}\r\n"
+                f"kv_full_compaction_seconds:{compaction.seconds():.1f}\r\n")
 
     def _info(self, name: bytes):
         if name == b"info":
@@ -162,6 +173,7 @@ class NodeProtocol(protocol.Protocol):
                 f"kv_group_commits_on_writer_thread:{self.service.commit.offloaded}\r\n"
                 f"kv_group_commits_held:{self.service.commit.held}\r\n"
                 f"kv_commands_processed:{self.service.commands_processed}\r\n"
+                f"{self._full_compaction_info()}"
             )
             return text.encode()
         if name == b"hello":

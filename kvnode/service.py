@@ -28,6 +28,7 @@ from kvnode.replica import PendingEntry, Replica, Role
 from kvnode.replication.follower import FollowerLinks
 from kvnode.replication.leader import LeaderStreams
 from kvnode.scan import ScanCursors, partition_items
+from kvnode.storage.full_compaction import FullCompaction, store_ranges
 from kvnode.storage.interface import Engine
 from kvnode.storage.partition_store import PartitionStore
 from kvnode.storage.records import (
@@ -111,6 +112,7 @@ class NodeService:
         self.expiry = ExpirySweeper(self.store, self._writable_primaries, self._delete_expired)
         self.versions = VersionedReads(self)
         self.compactor = HistoryCompactor(self)
+        self.full_compaction: FullCompaction | None = None
 
     # -- what ZooKeeper tells us -------------------------------------------------------------------
 
@@ -515,6 +517,24 @@ class NodeService:
                 continue  # trim in large steps: each trim scans past the tombstones of the last
             replica.trimmed_before = keep_from
             self.commit.add(lambda batch, p=partition, upto=keep_from - 1: self.store.trim_log(batch, p, upto))
+
+    def compact_store(self) -> int:
+        """Start compacting the whole store (kvnode.storage.full_compaction); returns how many ranges.
+        One at a time: a second request while one runs is refused."""
+        if self.full_compaction is not None and self.full_compaction.running:
+            done, total = self.full_compaction.done, len(self.full_compaction.ranges)
+            raise CommandError(f"node {self.id} is already compacting its store ({done} of {total} ranges done); "
+                               "see kv_full_compaction in INFO")
+        ranges = store_ranges(self.store.partitions())
+        self.full_compaction = FullCompaction(self.store.engine, ranges)
+        log.info("compacting the store: %d ranges", len(ranges))
+        return len(ranges)
+
+    def stop_store_compaction(self) -> None:
+        """On shutdown: stop a running full compaction after its current range, before the engine closes."""
+        if self.full_compaction is not None and self.full_compaction.running:
+            log.info("stopping the compaction of the store after its current range")
+            self.full_compaction.stop()
 
     # -- inspection ----------------------------------------------------------------------------------
 

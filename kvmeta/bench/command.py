@@ -35,10 +35,11 @@ from kvcommon.errors import KVError
 from kvmeta.bench import ours, report
 from kvmeta.bench.client import BenchClientError, load_keys
 from kvmeta.bench.loads import Load, LoadError, run_redis_benchmark
-from kvmeta.bench.progress import ProgressReporter
 from kvmeta.bench.redis_reference import RedisReference, RedisReferenceError
 from kvmeta.bench.resources import CpuMeter, Watched, cpu_seconds, per_thousand, resident_split
 from kvmeta.bench.ycsb import DEFAULT_SCAN_COMMAND, KEY_PREFIX, WORKLOADS, RunSpec, new_histogram, run_workload
+from kvmeta.compact import compact_with_progress
+from kvmeta.progress import ProgressReporter
 from kvmeta.schema import WRITE_LEVELS
 
 PHASES = ("redis-benchmark", "cpu", "ycsb", "datasize")
@@ -290,6 +291,11 @@ class BenchRun:
             waited = time.monotonic()
             settled = self._settle([p.pid for p in nodes], DATASIZE_SETTLE_TIMEOUT)
             self.progress.say(f"  {'quiet' if settled else 'still busy'} after {time.monotonic() - waited:.0f} s")
+            # What an operator does after a bulk load (kvctl compact): without it the GET load would measure
+            # LevelDB reorganizing the freshly loaded levels, file by file, as the reads go (see
+            # kvnode/storage/full_compaction.py).
+            compact_seconds = {p.id: round(compact_with_progress(self.progress, f"ours: {p.id}", p.host, p.port), 1)
+                               for p in nodes}
             load = Load("GET", 1, CLIENTS, step, s.datasize_value_size)
             rate = load.calibrate(cluster.proxy_port)
             requests = load.requests_for(rate, s.seconds)
@@ -297,7 +303,8 @@ class BenchRun:
                 run = run_redis_benchmark(load.argv(cluster.proxy_port, requests), on_tick=advance)
             resident = {p.id: resident_split(p.pid) for p in nodes}
             datasize["steps"].append({
-                "keys": step, "load_seconds": round(load_seconds, 1), "load_retries": retried, "rps": run.rps,
+                "keys": step, "load_seconds": round(load_seconds, 1), "load_retries": retried,
+                "compact_seconds": compact_seconds, "rps": run.rps,
                 "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
                 "own_mb": {p.id: round(resident[p.id][0] / MB, 1) for p in nodes},
                 "mapped_mb": {p.id: round(resident[p.id][1] / MB, 1) for p in nodes},

@@ -136,6 +136,12 @@ class Engine(Protocol):
         compaction catches up. An engine without such work says 0."""
         ...
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        """Rewrite the keys in ``[start, stop)`` into the fewest levels they fit in, dropping what deletes
+        and overwrites left behind; returns when done. Reads and writes go on meanwhile, from other
+        threads. An engine without levels does nothing."""
+        ...
+
     def close(self) -> None:
         """Release the store. Closing twice is allowed."""
         ...

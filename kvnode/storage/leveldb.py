@@ -139,6 +139,14 @@ class LevelDBEngine(ClosedOnExit):
         except RuntimeError:
             raise self._closed_error(None) from None
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        try:
+            self._db.compact_range(start=start, stop=stop)
+        except RuntimeError:
+            raise self._closed_error(None) from None
+        except plyvel.Error as exc:
+            raise _storage_error(exc) from None
+
     def close(self) -> None:
         self._db.close()
 

@@ -103,6 +103,9 @@ class MemoryEngine(ClosedOnExit):
         self._live()  # a closed engine refuses this too
         return 0
 
+    def compact_range(self, start: bytes, stop: bytes) -> None:
+        self._live()
+
     def close(self) -> None:
         self._state = None
 

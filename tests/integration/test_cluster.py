@@ -149,6 +149,24 @@ def test_kvctl_status_and_locate_describe_the_cluster(cluster):
     assert "Partitions" in table and "node1" in table
 
 
+def test_kvctl_compact_compacts_every_node_while_the_data_stays_readable(cluster):
+    r = proxy_client(cluster)
+    for round_number in range(3):  # overwrites and deletes leave LevelDB something to compact
+        r.mset({f"key:{i}": f"{round_number}:{i}" * 20 for i in range(2000)})
+    r.delete(*[f"key:{i}" for i in range(0, 2000, 2)])
+    kvctl = [sys.executable, "-m", "kvmeta.cli"]
+    done = subprocess.run(kvctl + ["compact", "--dir", str(cluster.dir)], check=True, capture_output=True,
+                          text=True).stdout
+    for node in ("node1", "node2", "node3"):
+        assert f"{node}: store compacted in" in done
+        info = node_client(cluster, node).info()
+        assert info["kv_full_compaction"] == "done" and info["kv_full_compaction_ranges"] == "24/24"
+    assert r.get("key:1") == b"2:1" * 20 and r.get("key:2") is None
+    refused = subprocess.run(kvctl + ["compact", "--dir", str(cluster.dir), "--node", "node9"], capture_output=True,
+                             text=True)
+    assert refused.returncode == 2 and "not a live node: node9" in refused.stderr
+
+
 def test_write_and_read_levels_are_chosen_per_connection(cluster):
     r = proxy_client(cluster, single_connection_client=True)
     assert r.execute_command("KV.WRITELEVEL") == b"default"

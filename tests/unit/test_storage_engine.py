@@ -275,6 +275,14 @@ def test_a_fresh_engine_has_no_write_backlog(engine):
     assert engine.write_backlog() == 0
 
 
+def test_compacting_a_range_keeps_every_key_and_value(engine):
+    for value in (b"1", b"2"):
+        write(engine, [(b"k%d" % i, value) for i in range(100)])
+    write(engine, [(b"k%d" % i, None) for i in range(0, 100, 2)])
+    engine.compact_range(b"k", b"l")
+    assert list(engine.iterate()) == [(b"k%d" % i, b"2") for i in sorted(range(1, 100, 2), key=lambda i: b"k%d" % i)]
+
+
 def test_a_closed_engine_refuses_every_operation(engine):
     write(engine, [(b"k", b"1")])
     engine.close()
@@ -287,6 +295,7 @@ def test_a_closed_engine_refuses_every_operation(engine):
         lambda: engine.snapshot(),
         lambda: engine.approximate_size(b"", b"z"),
         lambda: engine.write_backlog(),
+        lambda: engine.compact_range(b"a", b"z"),
     ):
         with pytest.raises(StorageError, match="closed"):
             operation()
