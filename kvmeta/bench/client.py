@@ -10,6 +10,7 @@ import itertools
 import random
 import selectors
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -91,7 +92,11 @@ class _Mset:
 # Error replies after which a loader's MSET is sent again: it was refused, or may or may not have been
 # applied (the write waited too long for storage or replicas). Writing the same values again is harmless.
 RETRYABLE_LOAD_ERRORS = ("UNCERTAIN", "TRYAGAIN", "CLUSTERDOWN")
-LOAD_ATTEMPTS = 5
+LOAD_ATTEMPTS = 8
+# Seconds before sending an MSET again, doubling with each attempt up to the maximum: the errors say "retry
+# shortly", and a primary that lost its lease on a starved machine needs a second or two to win it back.
+RETRY_DELAY = 0.1
+MAX_RETRY_DELAY = 3.2
 
 
 def load_keys(
@@ -107,12 +112,14 @@ def load_keys(
     on_progress: Callable[[int], None] | None = None,
     on_retry: Callable[[str], None] | None = None,
     host: str = HOST,
+    retry_delay: float = RETRY_DELAY,
 ) -> int:
     """Write keys ``start`` .. ``stop - 1`` with ``value_size``-byte values, as MSETs of ``batch`` keys.
 
     Several connections, each with up to ``depth`` MSETs in flight, keep every node busy while the
     loader itself stays one process. An MSET answered with a retryable error (RETRYABLE_LOAD_ERRORS) is
-    sent again, up to LOAD_ATTEMPTS times in all, and ``on_retry`` hears of it. Returns the number of keys
+    sent again after a pause (``retry_delay``, doubling), up to LOAD_ATTEMPTS times in all, and ``on_retry``
+    hears of it. Returns the number of keys
     written; raises on any other error reply.
     """
     batches = (_Mset(request, count) for request, count in _batches(prefix, start, stop, batch, value_size))
@@ -139,6 +146,7 @@ def load_keys(
                     if isinstance(reply, ErrorReply):
                         if not reply.startswith(RETRYABLE_LOAD_ERRORS) or mset.attempts >= LOAD_ATTEMPTS:
                             raise BenchClientError(f"loading keys failed: {reply}")
+                        time.sleep(min(MAX_RETRY_DELAY, retry_delay * 2 ** (mset.attempts - 1)))
                         mset.attempts += 1
                         again.append(mset)
                         if on_retry is not None:

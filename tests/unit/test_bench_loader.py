@@ -3,6 +3,7 @@
 import contextlib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -56,7 +57,8 @@ def server(request):
                                      b"TRYAGAIN partition 3 is switching primary"]], indirect=True)
 def test_a_retryable_error_sends_the_mset_again(server):
     retried = []
-    written = load_keys(server.port, 0, 250, 10, batch=20, connections=2, on_retry=retried.append)
+    written = load_keys(server.port, 0, 250, 10, batch=20, connections=2, on_retry=retried.append,
+                        retry_delay=0.001)
     assert written == 250
     assert sorted(server.keys) == sorted(b"key:%012d" % i for i in range(250)), "every key once"
     assert sorted(r.split()[0] for r in retried) == ["TRYAGAIN", "UNCERTAIN"]
@@ -71,4 +73,11 @@ def test_any_other_error_stops_the_load(server):
 @pytest.mark.parametrize("server", [[b"UNCERTAIN again"] * LOAD_ATTEMPTS], indirect=True)
 def test_an_mset_failing_every_attempt_stops_the_load(server):
     with pytest.raises(BenchClientError, match="UNCERTAIN again"):
-        load_keys(server.port, 0, 20, 10, batch=20, connections=1)
+        load_keys(server.port, 0, 20, 10, batch=20, connections=1, retry_delay=0.001)
+
+
+@pytest.mark.parametrize("server", [[b"TRYAGAIN retry shortly", b"TRYAGAIN retry shortly"]], indirect=True)
+def test_an_mset_is_sent_again_after_a_pause_that_doubles(server):
+    started = time.monotonic()
+    assert load_keys(server.port, 0, 20, 10, batch=20, connections=1, retry_delay=0.05) == 20
+    assert time.monotonic() - started >= 0.05 + 0.1
