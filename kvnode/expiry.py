@@ -60,13 +60,12 @@ class ExpirySweeper:
                 if expire_at:
                     self._track(expire_at, partition, key)
 
-    def _track(self, expire_at: int, partition: int, key: bytes) -> bool:
-        """Put the key in the heap; if it is full, the partition needs a walk. False if it was full."""
+    def _track(self, expire_at: int, partition: int, key: bytes) -> None:
+        """Put the key in the heap; if it is full, the partition needs a walk to find the key again."""
         if len(self._due) < self.max_tracked:
             heapq.heappush(self._due, (expire_at, partition, key))
-            return True
-        self._unwalked[partition] = None
-        return False
+        else:
+            self._unwalked[partition] = None
 
     def tick(self, now_ms: int) -> int:
         """One round of sweeping; returns how many keys it deleted."""

@@ -53,7 +53,7 @@ class FullCompaction:
         if self.running:
             return "running"
         if self.error is not None:
-            return f"failed: {self.error}"
+            return "failed: " + " ".join(str(self.error).split())  # one line, for INFO
         return "done" if self.done == len(self.ranges) else "stopped"
 
     def seconds(self) -> float:
