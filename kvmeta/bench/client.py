@@ -119,8 +119,7 @@ def load_keys(
     Several connections, each with up to ``depth`` MSETs in flight, keep every node busy while the
     loader itself stays one process. An MSET answered with a retryable error (RETRYABLE_LOAD_ERRORS) is
     sent again after a pause (``retry_delay``, doubling), up to LOAD_ATTEMPTS times in all, and ``on_retry``
-    hears of it. Returns the number of keys
-    written; raises on any other error reply.
+    hears of it. Returns the number of keys written; raises on any other error reply.
     """
     batches = (_Mset(request, count) for request, count in _batches(prefix, start, stop, batch, value_size))
     selector = selectors.DefaultSelector()
