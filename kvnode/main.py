@@ -23,12 +23,17 @@ log = logging.getLogger("kvnode")
 @click.option("--port", type=int, required=True, help="RESP port (proxies, replication, operators)")
 @click.option("--data-dir", type=click.Path(file_okay=False), required=True, help="LevelDB directory")
 @click.option("--cache-mb", type=int, default=64, show_default=True, help="LevelDB block cache")
+@click.option("--max-open-files", type=click.IntRange(min=64), default=5000, show_default=True,
+              help="LevelDB table files kept open, each with its index and bloom filter in memory (about 40 KB "
+                   "per 2 MB table); fewer than the store holds makes reads reopen files. Capped by the "
+                   "process's file limit")
 @click.option("--sync/--no-sync", default=False, show_default=True,
               help="fsync every group commit (survives a machine crash, not only a process crash)")
 @click.option("--session-timeout", type=float, default=1.5, show_default=True, envvar="KVNODE_SESSION_TIMEOUT",
               help="ZooKeeper session timeout in seconds: how fast a dead node is noticed (and how long a "
                    "stall may last before a live node is taken for dead)")
-def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, session_timeout, log_level):
+def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, max_open_files, sync, session_timeout,
+         log_level):
     """Run a storage node."""
     setup_logging(f"kvnode[{node_id}]", log_level)
     from kvcommon import gctune, heap
@@ -48,10 +53,11 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, sync, ses
     from kvnode.replication.follower import PING_INTERVAL
     from kvnode.service import NodeService
     from kvnode.storage.keys import check_schema
-    from kvnode.storage.leveldb import LevelDBEngine
+    from kvnode.storage.leveldb import LevelDBEngine, table_files_allowed
 
     try:
-        engine = LevelDBEngine(data_dir, cache_bytes=cache_mb * 1024 * 1024)
+        engine = LevelDBEngine(data_dir, cache_bytes=cache_mb * 1024 * 1024,
+                               max_open_files=table_files_allowed(max_open_files))
         check_schema(engine, data_dir)
     except KVError as err:
         sys.exit(f"kvnode: {err.message}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterator
 from itertools import takewhile
 
@@ -34,7 +35,8 @@ class LevelDBEngine(ClosedOnExit):
     ``cache_bytes`` sizes the block cache, ``bloom_bits`` the bloom filter (bits per key; about 1% false
     positives at 10), which saves a disk read for most lookups of absent keys. ``write_buffer_bytes`` is
     the memtable size: larger absorbs write bursts with fewer level-0 files, at the cost of memory and a
-    longer log replay at open.
+    longer log replay at open. ``max_open_files`` bounds the table files LevelDB keeps open (its table
+    cache): a read in a table that is not open opens it and reads its index and filter again.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class LevelDBEngine(ClosedOnExit):
         bloom_bits: int = 10,
         create: bool = True,
         write_buffer_bytes: int = 16 * MiB,
+        max_open_files: int = 1000,
     ):
         self.path = os.fspath(path)
         if create:
@@ -59,6 +62,7 @@ class LevelDBEngine(ClosedOnExit):
                 bloom_filter_bits=bloom_bits,
                 lru_cache_size=cache_bytes,
                 write_buffer_size=write_buffer_bytes,
+                max_open_files=max_open_files,
             )
         except plyvel.IOError as exc:
             message = _message(exc)
@@ -187,6 +191,28 @@ class LevelDBEngine(ClosedOnExit):
         if self._db.closed:
             return StorageError(f"the storage engine for {self.path} is closed")
         return StorageError("the snapshot is closed")
+
+
+# File descriptors left for sockets, LevelDB's log and manifest, and everything else a node opens.
+OTHER_FILES = 512
+
+
+def table_files_allowed(wanted: int) -> int:
+    """How many table files LevelDB may keep open: ``wanted``, or fewer if the process's file limit
+    cannot be raised far enough. Raises the soft limit up to the hard one as needed; a table cache larger
+    than the limit would make reads fail with "Too many open files" instead of reopening tables."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + OTHER_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(64, min(wanted, soft - OTHER_FILES))
 
 
 def _message(exc: plyvel.Error) -> str:

@@ -363,3 +363,16 @@ def test_leveldb_refuses_a_store_locked_by_another_process(tmp_path):
         holder.wait(timeout=10)
     # Once the other process is gone the store opens.
     LevelDBEngine(tmp_path).close()
+
+
+def test_the_table_cache_never_outgrows_the_file_limit():
+    import resource
+
+    from kvnode.storage.leveldb import OTHER_FILES, table_files_allowed
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert table_files_allowed(100) == 100
+    if hard != resource.RLIM_INFINITY:
+        assert table_files_allowed(hard * 2) == hard - OTHER_FILES, "capped by the hard limit"
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard, "the soft limit was raised to allow it"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
