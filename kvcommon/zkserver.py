@@ -174,6 +174,27 @@ def signal_process(pid: int, sig: int) -> None:
         pass
 
 
+def wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until every thread of ``pid`` is stopped by a signal (state T in /proc), or it is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            return
+        states = []
+        for task in tasks:
+            try:
+                states.append(Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass  # a thread that ended meanwhile
+        if all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop within {timeout:.0f}s of SIGSTOP")
+        time.sleep(0.01)
+
+
 class ZooKeeperServer:
     """One standalone ZooKeeper server listening on ``host:port``, its data and log in ``data_dir``.
 
@@ -358,9 +379,12 @@ class ZooKeeperServer:
         return self.start(timeout)
 
     def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections stay open but nothing answers, as in a long GC pause."""
+        """Freeze the server (SIGSTOP): connections stay open but nothing answers, as in a long GC pause.
+        Returns once every thread of the server has stopped: the signal is delivered asynchronously, and
+        on a busy machine the server answered a request sent right after it."""
         if self.running:
             signal_process(self._process.pid, signal.SIGSTOP)
+            wait_until_stopped(self._process.pid)
 
     def resume(self) -> None:
         if self.running:
