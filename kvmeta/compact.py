@@ -5,20 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kvmeta.nodeclient import NodeQueryError, query
+from kvmeta.nodeclient import NodeQueryError, info_fields, query
 from kvmeta.progress import ProgressReporter
 
 POLL_SECONDS = 0.5
-
-
-def info_fields(text: bytes) -> dict[str, str]:
-    """The ``name:value`` lines of a node's INFO reply."""
-    fields = {}
-    for line in text.decode("utf-8", "replace").splitlines():
-        name, colon, value = line.partition(":")
-        if colon:
-            fields[name] = value
-    return fields
 
 
 def start(host: str, port: int) -> int:

@@ -32,3 +32,13 @@ def query(host: str, port: int, args: list, timeout: float = 1.0):
     if isinstance(reply, ErrorReply):
         raise NodeQueryError(f"node at {host}:{port} answered: {reply}")
     return reply
+
+
+def info_fields(text: bytes) -> dict[str, str]:
+    """The ``name:value`` lines of an INFO reply (a node's, or Redis's)."""
+    fields = {}
+    for line in text.decode("utf-8", "replace").splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name] = value
+    return fields

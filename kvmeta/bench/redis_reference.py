@@ -16,6 +16,7 @@ from pathlib import Path
 from kvcommon.zkserver import pick_free_port
 from kvmeta.bench.client import HOST, Connection
 from kvmeta.bench.resources import Watched
+from kvmeta.nodeclient import info_fields
 
 REPLICAS = 2
 STOP_GRACE = 10.0
@@ -89,8 +90,7 @@ class RedisReference:
 
     def info_replication(self) -> dict[str, str]:
         with Connection(self.port) as conn:
-            text = conn.call("INFO", "replication").decode()
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            return info_fields(conn.call("INFO", "replication"))
 
     def wait_in_sync(self, timeout: float = 60.0) -> None:
         """Wait until both replicas have acknowledged everything the primary wrote so far."""

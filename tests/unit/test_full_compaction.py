@@ -7,7 +7,7 @@ import pytest
 from twisted.internet import task
 
 from kvcommon.errors import CommandError
-from kvmeta.compact import info_fields
+from kvmeta.nodeclient import info_fields
 from kvmeta.schema import ClusterConfig, PartitionState
 from kvnode.protocol import NodeProtocol
 from kvnode.service import NodeService
