@@ -173,6 +173,7 @@ class NodeProtocol(protocol.Protocol):
                 f"kv_group_commits_on_writer_thread:{self.service.commit.offloaded}\r\n"
                 f"kv_group_commits_held:{self.service.commit.held}\r\n"
                 f"kv_commands_processed:{self.service.commands_processed}\r\n"
+                f"kv_store_files_per_level:{','.join(map(str, self.service.store.engine.files_per_level()))}\r\n"
                 f"{self._full_compaction_info()}"
             )
             return text.encode()

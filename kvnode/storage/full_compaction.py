@@ -8,6 +8,12 @@ right after the load, does that work at a time the operator picks instead.
 
 The store is compacted one range at a time (each kind of key of each partition) on a thread of its own,
 so the node can say how far it is, and can stop between two ranges when it shuts down.
+
+LevelDB compacts a range down to the deepest level that already holds some of its keys. Meanwhile a level
+grown past its size (1 GB for level 3: a node of ten million keys) has files moved a level down, so a
+range compacted into it can end up in two levels again, and reads of it go on setting off compactions. So
+the last step compacts the whole store once more, into the deepest level in use: where every range lies in
+one level already, it has nothing to do.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ log = logging.getLogger(__name__)
 
 # The kinds of key compacted, partition by partition; a partition's meta is a single key.
 KINDS = (keys.DATA, keys.HISTORY, keys.LOG)
+# Every key of the store: each starts with a kind byte (keys.py) or 0x00 (the schema key).
+WHOLE_STORE = (b"\x00", b"\xff")
 
 
 def store_ranges(partitions: list[int]) -> list[tuple[bytes, bytes]]:
-    """The ranges a full compaction goes through, in key order."""
-    return sorted(keys.partition_range(kind, partition) for kind in KINDS for partition in partitions)
+    """The ranges a full compaction goes through: each kind of key of each partition in key order, then the
+    whole store (see the module's text)."""
+    return [*sorted(keys.partition_range(kind, partition) for kind in KINDS for partition in partitions),
+            WHOLE_STORE]
 
 
 class FullCompaction:

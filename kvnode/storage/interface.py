@@ -136,6 +136,11 @@ class Engine(Protocol):
         compaction catches up. An engine without such work says 0."""
         ...
 
+    def files_per_level(self) -> list[int]:
+        """How many table files each level of the store holds, level 0 first; empty for an engine without
+        levels. A key found in a deeper level than another file covering it costs a read more."""
+        ...
+
     def compact_range(self, start: bytes, stop: bytes) -> None:
         """Rewrite the keys in ``[start, stop)`` into the fewest levels they fit in, dropping what deletes
         and overwrites left behind; returns when done. Reads and writes go on meanwhile, from other

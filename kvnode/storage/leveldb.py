@@ -12,6 +12,7 @@ import plyvel
 from kvnode.storage.interface import ClosedOnExit, CorruptionError, Snapshot, StorageError, WriteBatch
 
 MiB = 1024 * 1024
+LEVELS = 7  # LevelDB's config::kNumLevels
 
 
 class LevelDBSnapshot(ClosedOnExit):
@@ -140,6 +141,12 @@ class LevelDBEngine(ClosedOnExit):
     def write_backlog(self) -> int:
         try:
             return int(self._db.get_property(b"leveldb.num-files-at-level0"))
+        except RuntimeError:
+            raise self._closed_error(None) from None
+
+    def files_per_level(self) -> list[int]:
+        try:
+            return [int(self._db.get_property(b"leveldb.num-files-at-level%d" % level)) for level in range(LEVELS)]
         except RuntimeError:
             raise self._closed_error(None) from None
 

@@ -103,6 +103,10 @@ class MemoryEngine(ClosedOnExit):
         self._live()  # a closed engine refuses this too
         return 0
 
+    def files_per_level(self) -> list[int]:
+        self._live()
+        return []
+
     def compact_range(self, start: bytes, stop: bytes) -> None:
         self._live()
 

@@ -43,10 +43,14 @@ def wait_until_finished(compaction: FullCompaction) -> None:
         time.sleep(0.01)
 
 
-def test_the_ranges_are_every_kind_of_key_of_every_partition_in_key_order():
+def test_the_ranges_are_every_kind_of_key_of_every_partition_in_key_order_then_the_whole_store():
     ranges = store_ranges([1, 0])
-    assert len(ranges) == 6 and ranges == sorted(ranges)
+    assert len(ranges) == 7 and ranges[:6] == sorted(ranges[:6])
     assert keys.partition_range(keys.DATA, 0) in ranges and keys.partition_range(keys.LOG, 1) in ranges
+    whole_start, whole_stop = ranges[-1]
+    for key in (keys.SCHEMA_KEY, keys.data_key(0, b""), keys.history_key(1, b"\xff" * 8, 0),
+                keys.log_key(1, keys.MAX_SEQ), keys.meta_key(1)):
+        assert whole_start <= key < whole_stop
 
 
 def test_a_leveldb_store_is_compacted_and_keeps_its_data(tmp_path):
@@ -58,9 +62,38 @@ def test_a_leveldb_store_is_compacted_and_keeps_its_data(tmp_path):
             engine.write(batch)
         compaction = FullCompaction(engine, store_ranges([0, 1]))
         wait_until_finished(compaction)
-        assert compaction.status() == "done" and compaction.done == 6
+        assert compaction.status() == "done" and compaction.done == 7
         assert engine.get(keys.data_key(1, b"k7")) == b"2" * 100
         assert len(list(engine.iterate())) == 3000
+
+
+class WritesMeanwhile(LevelDBEngine):
+    """Once partition 0's data has been compacted, keys between its keys arrive and are flushed: they land a
+    level above the rest, as files LevelDB moves down from a level grown past its size land a level below."""
+
+    def compact_range(self, start, stop):
+        super().compact_range(start, stop)
+        if (start, stop) == keys.partition_range(keys.DATA, 0):
+            batch = WriteBatch()
+            for i in range(0, 1000, 10):
+                batch.put(keys.data_key(0, b"k%06d+" % i), b"meanwhile")
+            self.write(batch)
+            super().compact_range(b"\x00", b"\x00")  # flushes the memtable, and compacts nothing
+
+
+def test_a_range_left_in_two_levels_ends_in_one(tmp_path):
+    with WritesMeanwhile(tmp_path / "db") as engine:
+        batch = WriteBatch()
+        for i in range(1000):
+            batch.put(keys.data_key(0, b"k%06d" % i), b"%d" % i * 100)
+        engine.write(batch)
+        compaction = FullCompaction(engine, store_ranges([0, 1]))
+        wait_until_finished(compaction)
+        assert compaction.status() == "done"
+        levels = engine.files_per_level()
+        assert sum(1 for files in levels if files) == 1, levels
+        assert engine.get(keys.data_key(0, b"k000990+")) == b"meanwhile"
+        assert engine.get(keys.data_key(0, b"k000999")) == b"999" * 100
 
 
 def test_stop_waits_for_the_range_under_way_and_goes_no_further():
@@ -99,18 +132,20 @@ def test_a_node_compacts_one_at_a_time_and_says_so_in_info():
         service.store.write_meta(batch, partition, service.replicas[partition].meta)
     engine.write(batch)
     protocol = NodeProtocol(service, 1 << 20)
-    assert info_fields(protocol._info(b"info"))["kv_full_compaction"] == "none"
-    assert service.compact_store() == 6
+    fields = info_fields(protocol._info(b"info"))
+    assert fields["kv_full_compaction"] == "none"
+    assert fields["kv_store_files_per_level"] == "", "an engine without levels has none to count"
+    assert service.compact_store() == 7
     with pytest.raises(CommandError, match="already compacting its store"):
         service.compact_store()
     fields = info_fields(protocol._info(b"info"))
-    assert fields["kv_full_compaction"] == "running" and fields["kv_full_compaction_ranges"] == "0/6"
-    for _ in range(6):
+    assert fields["kv_full_compaction"] == "running" and fields["kv_full_compaction_ranges"] == "0/7"
+    for _ in range(7):
         engine.release.release()
     wait_until_finished(service.full_compaction)
     fields = info_fields(protocol._info(b"info"))
-    assert fields["kv_full_compaction"] == "done" and fields["kv_full_compaction_ranges"] == "6/6"
-    assert service.compact_store() == 6, "a finished compaction does not stand in the way of the next"
-    for _ in range(6):
+    assert fields["kv_full_compaction"] == "done" and fields["kv_full_compaction_ranges"] == "7/7"
+    assert service.compact_store() == 7, "a finished compaction does not stand in the way of the next"
+    for _ in range(7):
         engine.release.release()
     service.stop_store_compaction()

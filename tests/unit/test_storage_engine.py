@@ -296,12 +296,21 @@ def test_a_closed_engine_refuses_every_operation(engine):
         lambda: engine.approximate_size(b"", b"z"),
         lambda: engine.write_backlog(),
         lambda: engine.compact_range(b"a", b"z"),
+        lambda: engine.files_per_level(),
     ):
         with pytest.raises(StorageError, match="closed"):
             operation()
 
 
 # -- LevelDB only -------------------------------------------------------------------------------------
+
+
+def test_leveldb_counts_the_table_files_of_each_level(tmp_path):
+    with LevelDBEngine(tmp_path / "db") as engine:
+        assert engine.files_per_level() == [0] * 7
+        write(engine, [(b"k%d" % i, b"v") for i in range(100)])
+        engine.compact_range(b"k", b"l")  # the memtable becomes a table file
+        assert sum(engine.files_per_level()) == 1
 
 
 def test_leveldb_keeps_data_across_reopen(tmp_path):
