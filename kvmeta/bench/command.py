@@ -8,7 +8,8 @@ Phases (``--only`` picks some):
   change in what else the machine does hits both alike.
 - ``cpu``: CPU seconds per 1 000 operations of each process. Measured during every redis-benchmark
   load; alone, it runs GET and SET with pipelines of 1 only.
-- ``ycsb``: workloads A, B, C, E (ours only) and F of the YCSB-style driver.
+- ``ycsb``: workloads A, B, C, E (ours only) and F of the YCSB-style driver, after a bulk load (and
+  ``kvctl compact``, on ours).
 - ``datasize``: ours alone, on a fresh cluster: load a tenth of ``--keys``, then all of them, and measure
   GET and each node's memory after each step.
 
@@ -187,7 +188,7 @@ class BenchRun:
                 if self.phases & {"redis-benchmark", "cpu"}:
                     self._redis_benchmark(cluster, redis, targets)
                 if "ycsb" in self.phases:
-                    self._ycsb(redis, targets)
+                    self._ycsb(cluster, redis, targets)
         if "datasize" in self.phases:
             with contextlib.ExitStack() as stack:
                 self._datasize(self._start_cluster(stack, self.dir / "datasize"))
@@ -252,10 +253,11 @@ class BenchRun:
         self.results["redis_benchmark"].append(row)
         self.progress.say(f"  {label}: {run.rps:,.0f} ops/s, p50 {run.p50_ms} ms, p99 {run.p99_ms} ms")
 
-    def _ycsb(self, redis, targets) -> None:
+    def _ycsb(self, cluster, redis, targets) -> None:
         s = self.settings
         for name, port, _ in targets:
             self._load(name, port, s.records, s.value_size, KEY_PREFIX)
+        self._compact(cluster)
         if redis is not None:
             redis.wait_in_sync()
         for workload in WORKLOADS:
