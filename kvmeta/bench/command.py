@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,9 @@ SETTLE_CPU = 0.3
 SETTLE_TIMEOUT = 60.0
 # After a data-size load: LevelDB compacts gigabytes for minutes, which a GET load must not compete with.
 DATASIZE_SETTLE_TIMEOUT = 900.0
+# GET loads per data-size step: the step reports their median, as a single 10 s run on a shared machine
+# moved by a third from one run to the next.
+DATASIZE_RUNS = 3
 YCSB_OPS_TIME_LIMIT = 3600.0
 
 
@@ -304,18 +308,23 @@ class BenchRun:
             load = Load("GET", 1, CLIENTS, step, s.datasize_value_size)
             rate = load.calibrate(cluster.proxy_port)
             requests = load.requests_for(rate, s.seconds)
-            with self.progress.task(f"ours: GET P1 over {step:,} keys", requests / rate, " s") as advance:
-                run = run_redis_benchmark(load.argv(cluster.proxy_port, requests), on_tick=advance)
+            runs = []
+            for number in range(1, DATASIZE_RUNS + 1):
+                with self.progress.task(f"ours: GET P1 over {step:,} keys, run {number} of {DATASIZE_RUNS}",
+                                        requests / rate, " s") as advance:
+                    runs.append(run_redis_benchmark(load.argv(cluster.proxy_port, requests), on_tick=advance))
             resident = {p.id: resident_split(p.pid) for p in nodes}
             datasize["steps"].append({
                 "keys": step, "load_seconds": round(load_seconds, 1), "load_retries": retried,
-                "compact_seconds": compact_seconds, "rps": run.rps,
-                "p50_ms": run.p50_ms, "p99_ms": run.p99_ms,
+                "compact_seconds": compact_seconds, "rps": _median([r.rps for r in runs]),
+                "p50_ms": _median([r.p50_ms for r in runs]), "p99_ms": _median([r.p99_ms for r in runs]),
+                "runs": [{"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms} for r in runs],
                 "own_mb": {p.id: round(resident[p.id][0] / MB, 1) for p in nodes},
                 "mapped_mb": {p.id: round(resident[p.id][1] / MB, 1) for p in nodes},
                 "disk_mb": {p.id: round(ours.disk_bytes(p.data_dir) / MB, 1) for p in nodes},
             })
-            self.progress.say(f"  ours: GET P1 over {step:,} keys: {run.rps:,.0f} ops/s, p99 {run.p99_ms} ms")
+            self.progress.say(f"  ours: GET P1 over {step:,} keys: " + "; ".join(
+                f"{r.rps:,.0f} ops/s, p99 {r.p99_ms} ms" for r in runs))
 
     # -- helpers
 
@@ -382,6 +391,12 @@ class BenchRun:
                 "The SET targets are for write level 1: run with --write-level 1 to measure them.",
             ]),
         }
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the values redis-benchmark printed (None where it printed none)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _interrupt(signum, frame) -> None:

@@ -173,7 +173,7 @@ def _cpu_tables(rows: list[dict], roles: dict[str, str]) -> list[Table]:
 def _datasize_table(datasize: dict) -> Table:
     table = Table(title=f"Data size (ours; values of {datasize['value_size']} B; GET P1, {datasize['clients']} "
                         f"clients, uniform keys; LevelDB cache {datasize['cache_mb']} MB per node; each node's store "
-                        "compacted after the load)")
+                        "compacted after the load; the median of the runs at each step)")
     for column in ("keys", "load s", "compact s", "GET ops/s", "p50 ms", "p99 ms",
                    "RSS per node (MB): own + mapped files"):
         table.add_column(column, justify="left" if column.startswith("RSS") else "right")

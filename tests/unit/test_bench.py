@@ -258,3 +258,11 @@ def test_resident_memory_splits_into_own_and_mapped_files(tmp_path):
         assert files - before >= 7 << 20, "the pages of a mapped file count as mapped, not as own memory"
         rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         assert abs(own + files - rss) < 4 << 20
+
+
+def test_a_data_size_step_reports_the_median_of_its_runs():
+    from kvmeta.bench.command import _median
+
+    assert _median([9_000.0, 15_000.0, 10_500.0]) == 10_500.0
+    assert _median([None, 7.9, 12.1]) == pytest.approx(10.0), "a run without a figure is left out"
+    assert _median([None, None]) is None
