@@ -152,6 +152,7 @@ class LevelDBEngine(ClosedOnExit):
 
     def compact_range(self, start: bytes, stop: bytes) -> None:
         try:
+            # Both bounds, always: plyvel's compact_range() without them compacts nothing (plyvel 1.5.1).
             self._db.compact_range(start=start, stop=stop)
         except RuntimeError:
             raise self._closed_error(None) from None
