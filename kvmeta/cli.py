@@ -75,10 +75,12 @@ def cluster():
 @click.option("--replication-factor", type=int, default=3, show_default=True)
 @click.option("--write-level", type=click.Choice(WRITE_LEVELS), default="quorum", show_default=True)
 @click.option("--read-level", type=click.Choice(READ_LEVELS), default="strong", show_default=True)
-def cluster_create(zk_address, name, partitions, replication_factor, write_level, read_level):
+@click.option("--retention-seconds", type=int, default=3600, show_default=True,
+              help="How long old versions are kept for reads as of a version (see `kvctl config set`)")
+def cluster_create(zk_address, name, partitions, replication_factor, write_level, read_level, retention_seconds):
     """Create a cluster in ZooKeeper. Start nodes and a controller next: the controller places partitions."""
     try:
-        config = ClusterConfig(partitions, replication_factor, write_level, read_level)
+        config = ClusterConfig(partitions, replication_factor, write_level, read_level, retention_seconds)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
     try:
@@ -94,6 +96,67 @@ def cluster_create(zk_address, name, partitions, replication_factor, write_level
         client.close()
     click.echo(f"cluster {name!r} {'created' if created else 'already exists'}: {partitions} partitions, "
                f"replication factor {replication_factor}, write level {write_level}")
+
+
+# The settings `kvctl config set` changes on a running cluster: name -> (field, parse).
+SETTINGS = {
+    "write-level": ("write_level", str),
+    "read-level": ("read_level", str),
+    "retention-seconds": ("retention_seconds", int),
+}
+FIXED_SETTINGS = {
+    "partitions": "the partition count is fixed when the cluster is created",
+    "replication-factor": "the replication factor is fixed when the cluster is created",
+}
+
+
+@cli.group()
+def config():
+    """Show or change the cluster's settings."""
+
+
+@config.command("show")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def config_show(client, paths, as_json):
+    """The cluster's settings."""
+    current = zk.read_config(client, paths)
+    if as_json:
+        click.echo(current.encode().decode())
+        return
+    for name, value in _settings(current).items():
+        click.echo(f"{name:20} {value}")
+
+
+@config.command("set")
+@cluster_options
+@click.argument("name", type=click.Choice([*SETTINGS, *FIXED_SETTINGS]))
+@click.argument("value")
+def config_set(client, paths, name, value):
+    """Change a setting of a running cluster: write-level (the level of connections that did not choose
+    one), read-level (where new connections read) or retention-seconds (how long old versions are kept).
+
+    Nodes and proxies watch the settings and take a change up at once. A shorter retention lets the
+    nodes' history compaction drop the older versions within five minutes, which frees disk and write
+    work; a longer one does not bring back versions already dropped."""
+    if name in FIXED_SETTINGS:
+        raise click.BadParameter(FIXED_SETTINGS[name], param_hint="NAME")
+    field, parse = SETTINGS[name]
+    try:
+        parsed = parse(value)
+    except ValueError:
+        raise click.BadParameter(f"{name} is a whole number of seconds, not {value!r}", param_hint="VALUE") from None
+    try:
+        before, after = zk.update_config(client, paths, **{field: parsed})
+    except ValueError as err:  # a value ClusterConfig refuses
+        raise click.BadParameter(str(err), param_hint="VALUE") from None
+    old, new = _settings(before)[name], _settings(after)[name]
+    click.echo(f"{name}: {old} -> {new}" if old != new else f"{name}: already {new}")
+
+
+def _settings(current: ClusterConfig) -> dict[str, object]:
+    return {"partitions": current.partitions, "replication-factor": current.replication_factor,
+            **{name: getattr(current, field) for name, (field, _) in SETTINGS.items()}}
 
 
 def gather_status(client, paths: ClusterPaths) -> dict:

@@ -26,6 +26,7 @@ ROOT = "/kv"
 
 WRITE_LEVELS = ("1", "quorum", "all")
 READ_LEVELS = ("strong", "eventual")
+MAX_RETENTION_SECONDS = 30 * 24 * 3600
 
 
 class ClusterPaths:
@@ -79,7 +80,8 @@ class ClusterConfig(JsonRecord):
     replication_factor: int = 3
     write_level: str = "quorum"
     read_level: str = "strong"
-    # How long old versions and tombstones are kept for reads "as of" a version.
+    # How long old versions and tombstones are kept for reads "as of" a version. Every write's value is
+    # kept that long, so the window sets the history's disk space and much of a write's storage work.
     retention_seconds: int = 3600
 
     def __post_init__(self):
@@ -91,6 +93,9 @@ class ClusterConfig(JsonRecord):
             raise ValueError(f"write level must be one of {', '.join(WRITE_LEVELS)}, not {self.write_level!r}")
         if self.read_level not in READ_LEVELS:
             raise ValueError(f"read level must be one of {', '.join(READ_LEVELS)}, not {self.read_level!r}")
+        if not 1 <= self.retention_seconds <= MAX_RETENTION_SECONDS:
+            raise ValueError(f"retention must be between 1 and {MAX_RETENTION_SECONDS} seconds (30 days), "
+                             f"not {self.retention_seconds}")
 
 
 @dataclass(frozen=True)

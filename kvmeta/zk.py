@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import BadVersionError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from kvcommon.errors import KVError
@@ -40,14 +41,32 @@ def connect(address: str, timeout: float = 15.0, session_timeout: float = DEFAUL
 
 
 def read_config(client: KazooClient, paths: ClusterPaths) -> ClusterConfig:
+    return _read_config_and_version(client, paths)[0]
+
+
+def _read_config_and_version(client: KazooClient, paths: ClusterPaths) -> tuple[ClusterConfig, int]:
     try:
-        data, _ = client.get(paths.config)
+        data, stat = client.get(paths.config)
     except NoNodeError:
         raise CoordinationError(
             f"cluster {paths.cluster!r} does not exist in ZooKeeper; create it with "
             f"`kvctl cluster create --cluster {paths.cluster} ...` (or start a local one with `kvctl local up`)"
         ) from None
-    return ClusterConfig.decode(data)
+    return ClusterConfig.decode(data), stat.version
+
+
+def update_config(client: KazooClient, paths: ClusterPaths, **changes) -> tuple[ClusterConfig, ClusterConfig]:
+    """Change settings of the cluster's config; returns (before, after). Raises ValueError for a value
+    ClusterConfig refuses. The write is conditional on the version read, and retried, so a change made
+    meanwhile by someone else is never overwritten. Nodes and proxies watch the config and take it up."""
+    while True:
+        before, version = _read_config_and_version(client, paths)
+        after = replace(before, **changes)
+        try:
+            client.set(paths.config, after.encode(), version=version)
+        except BadVersionError:
+            continue
+        return before, after
 
 
 def _read_children(client: KazooClient, parent: str, names: list[str] | None = None):

@@ -117,6 +117,11 @@ class NodeService:
     # -- what ZooKeeper tells us -------------------------------------------------------------------
 
     def on_config(self, config: ClusterConfig) -> None:
+        if self.config is not None and config != self.config:
+            changes = ", ".join(f"{field} {getattr(self.config, field)} -> {getattr(config, field)}"
+                                for field in config.__dataclass_fields__
+                                if getattr(config, field) != getattr(self.config, field))
+            log.info("cluster settings changed: %s", changes)
         self.config = config
 
     def on_session(self, connected: bool) -> None:

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from kvcommon.hashing import partition_for
+from kvcommon.hlc import LOGICAL_BITS
 from kvcommon.testing.cluster_checks import (
     node_client,
     partition_states,
@@ -186,24 +187,53 @@ def test_write_and_read_levels_are_chosen_per_connection(cluster):
         r.execute_command("KV.READLEVEL", "sometimes")
 
 
+def kvctl_config(cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvmeta.cli", "config", *args, "--dir", str(cluster.dir)],
+                          capture_output=True, text=True)
+
+
 def test_new_connections_start_at_the_clusters_read_level(cluster):
-    from dataclasses import replace
-
-    from kazoo.client import KazooClient
-
-    from kvmeta.schema import ClusterConfig
-
-    client = KazooClient(hosts=cluster.zk_address)
-    client.start(timeout=15)
-    try:
-        data, _ = client.get(cluster.paths.config)
-        client.set(cluster.paths.config, replace(ClusterConfig.decode(data), read_level="eventual").encode())
-    finally:
-        client.stop()
-        client.close()
+    changed = kvctl_config(cluster, "set", "read-level", "eventual")
+    assert changed.returncode == 0 and changed.stdout.strip() == "read-level: strong -> eventual"
     deadline = time.monotonic() + 10
     level = None
     while level != b"eventual" and time.monotonic() < deadline:
         level = proxy_client(cluster, single_connection_client=True).execute_command("KV.READLEVEL")
         time.sleep(0.1)
     assert level == b"eventual"
+
+
+def test_kvctl_config_changes_the_retention_window_of_a_running_cluster(cluster):
+    r = proxy_client(cluster)
+    r.set("kept", "v")
+    two_minutes_ago = (int(time.time() * 1000) - 120_000) << LOGICAL_BITS
+    assert r.execute_command("KV.GETASOF", "kept", two_minutes_ago) is None  # within the default hour
+    assert json.loads(kvctl_config(cluster, "show", "--json").stdout)["retention_seconds"] == 3600
+
+    changed = kvctl_config(cluster, "set", "retention-seconds", "60")
+    assert changed.returncode == 0 and changed.stdout.strip() == "retention-seconds: 3600 -> 60"
+    deadline = time.monotonic() + 10
+    while True:  # every node watches the settings; the one serving the key refuses once it has the change
+        try:
+            r.execute_command("KV.GETASOF", "kept", two_minutes_ago)
+        except redis.ResponseError as err:
+            assert "older than the retention window (60 s)" in str(err)
+            break
+        assert time.monotonic() < deadline, "the node did not take up the new retention window"
+        time.sleep(0.1)
+    assert r.execute_command("KV.GETASOF", "kept", r.execute_command("KV.SNAPSHOT")) == b"v"
+    assert "retention-seconds    60" in kvctl_config(cluster, "show").stdout
+
+
+def test_kvctl_config_refuses_bad_settings_and_changes_nothing(cluster):
+    before = kvctl_config(cluster, "show", "--json").stdout
+    for args, message in [
+        (("retention-seconds", "soon"), "retention-seconds is a whole number of seconds, not 'soon'"),
+        (("retention-seconds", "0"), "retention must be between 1 and 2592000 seconds (30 days), not 0"),
+        (("write-level", "most"), "write level must be one of 1, quorum, all, not 'most'"),
+        (("partitions", "32"), "the partition count is fixed when the cluster is created"),
+        (("colour", "blue"), "'colour' is not one of 'write-level', 'read-level', 'retention-seconds'"),
+    ]:
+        refused = kvctl_config(cluster, "set", *args)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert kvctl_config(cluster, "show", "--json").stdout == before
