@@ -46,7 +46,6 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, max_open_
     from kvmeta import zk
     from kvmeta.schema import NodeRecord
     from kvnode.commit import StorageWriter
-    from kvnode.compaction import COMPACT_INTERVAL
     from kvnode.coordination import NodeCoordinator
     from kvnode.expiry import SWEEP_INTERVAL
     from kvnode.protocol import NodeFactory
@@ -91,7 +90,7 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, max_open_
     task.LoopingCall(heap.release_free_memory).start(heap.TRIM_INTERVAL, now=False)
     task.LoopingCall(service.expire_overdue).start(0.25, now=False)
     task.LoopingCall(service.sweep_expired).start(SWEEP_INTERVAL, now=False)
-    task.LoopingCall(service.compactor.tick).start(COMPACT_INTERVAL, now=False)
+    service.compaction_pacer.start()
     task.LoopingCall(service.follower.ping).start(PING_INTERVAL, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))

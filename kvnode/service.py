@@ -22,7 +22,7 @@ from kvcommon.replies import Pending, unwrap_first_error
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
 from kvnode.commit import GroupCommit, StorageWriter
-from kvnode.compaction import HistoryCompactor
+from kvnode.compaction import CompactionPacer, HistoryCompactor
 from kvnode.expiry import ExpirySweeper
 from kvnode.replica import PendingEntry, Replica, Role
 from kvnode.replication.follower import FollowerLinks
@@ -112,6 +112,7 @@ class NodeService:
         self.expiry = ExpirySweeper(self.store, self._writable_primaries, self._delete_expired)
         self.versions = VersionedReads(self)
         self.compactor = HistoryCompactor(self)
+        self.compaction_pacer = CompactionPacer(reactor, self.compactor)  # kvnode.main starts it
         self.full_compaction: FullCompaction | None = None
 
     # -- what ZooKeeper tells us -------------------------------------------------------------------
