@@ -123,7 +123,7 @@ def _descending(engine, low, high, floor, snapshot, jump_after):
 
 
 def compactable(engine: Engine, partition: int, cutoff: int, resume: bytes | None,
-                budget: int) -> tuple[list[bytes], bytes | None, int]:
+                budget: int, jump_after: int = JUMP_AFTER) -> tuple[list[bytes], bytes | None, int]:
     """History keys of the partition that no read at ``cutoff`` or later needs, from ``resume`` (a history
     key position; None: the partition's start) on, reading about ``budget`` records.
 
@@ -131,30 +131,41 @@ def compactable(engine: Engine, partition: int, cutoff: int, resume: bytes | Non
     unless it reads as absent there (a tombstone, or expired by then); older ones go. Returns the keys to
     delete, where to resume (None once the partition is done) and how many records it read. A key's
     versions are read to the end even past the budget, so a resumed pass starts at a key's newest version.
+
+    Once ``jump_after`` versions of a key were newer than the cutoff, a new iterator seeks to its newest
+    version at or below it: a key rewritten all through the retention window costs a seek, not a read of
+    every version the window keeps.
     """
     start, stop = keys.partition_range(keys.HISTORY, partition)
+    # A version is at or below the cutoff exactly when its inverted version, the key's last 8 bytes, is at
+    # or above this (see items_as_of).
+    floor = _U64.pack(keys.MAX_VERSION - cutoff)
     doomed: list[bytes] = []
     current = None
     kept_old = False
-    read = 0
+    read = newer = 0
     cut = -_VERSION_BYTES
-    for key, raw in engine.iterate(start if resume is None else resume, stop):
-        identity = key[:cut]
-        if identity != current:
-            if read >= budget:
-                return doomed, identity, read
-            current, kept_old = identity, False
-        read += 1
-        if _version_of(key) > cutoff:
-            continue
-        if kept_old:
-            doomed.append(key)
-        else:
-            kept_old = True
-            if not is_live(raw, cutoff):
+    position = start if resume is None else resume
+    while True:
+        for key, raw in engine.iterate(position, stop):
+            identity = key[:cut]
+            if identity != current:
+                if read >= budget:
+                    return doomed, identity, read
+                current, kept_old, newer = identity, False, 0
+            read += 1
+            if key[cut:] < floor:  # newer than the cutoff
+                newer += 1
+                if newer > jump_after:
+                    break
+                continue
+            if kept_old:
                 doomed.append(key)
-    return doomed, None, read
-
-
-def _version_of(history_key: bytes) -> int:
-    return keys.MAX_VERSION - _U64.unpack_from(history_key, len(history_key) - _VERSION_BYTES)[0]
+            else:
+                kept_old = True
+                if not is_live(raw, cutoff):
+                    doomed.append(key)
+        else:
+            return doomed, None, read
+        # Straight to the key's newest version at or below the cutoff.
+        position, newer = current + floor, 0

@@ -201,3 +201,49 @@ def test_ranges_as_of_a_version_match_a_model(writes, at, reverse, jump_after, b
     items = items_as_of(store.engine, 1, start, end, v(at), reverse, jump_after=jump_after)
     found = [(k, value_of(raw)) for k, raw in items if is_live(raw, v(at))]
     assert found == (expected[::-1] if reverse else expected)
+
+
+@pytest.mark.parametrize("jump_after", [0, 1, 8])
+def test_compaction_seeks_past_the_versions_a_key_keeps_in_the_window(store, jump_after):
+    w = Writer(store)
+    for ms in range(10, 15):  # before the cutoff: the newest stays, four go
+        w.write(v(ms), (b"hot", b"old %d" % ms), (b"cold", b"c"))
+    for ms in range(100, 300):  # in the window, all kept
+        w.write(v(ms), (b"hot", b"new %d" % ms))
+    cutoff = v(50)
+    doomed, resume, read = compactable(store.engine, 1, cutoff, None, 10_000, jump_after)
+    assert resume is None
+    assert sorted(keys.split_history_key(k) for k in doomed) == sorted(
+        [(b"hot", v(ms)) for ms in range(10, 14)] + [(b"cold", v(ms)) for ms in range(10, 14)])
+    # "hot": jump_after + 1 of its 200 new versions, then its 5 old ones; "cold": its 5.
+    assert read == jump_after + 1 + 5 + 5
+    everything, _, _ = compactable(store.engine, 1, cutoff, None, 10_000, jump_after=10_000)
+    assert sorted(everything) == sorted(doomed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(writes=st.lists(st.lists(st.tuples(st.sampled_from([b"", b"a", b"a\x00", b"ab", b"b"]),
+                                          st.one_of(st.none(), st.binary(max_size=2))), min_size=1, max_size=3),
+                       min_size=1, max_size=30),
+       cutoff=st.integers(min_value=0, max_value=31), jump_after=st.integers(0, 3), budget=st.integers(1, 5))
+def test_compaction_keeps_every_read_at_or_after_the_cutoff_whatever_its_steps(writes, cutoff, jump_after,
+                                                                                  budget):
+    store = PartitionStore(MemoryEngine())
+    w = Writer(store)
+    for t, ops in enumerate(writes, start=1):
+        w.write(v(t), *dict(ops).items())
+    touched = sorted({key for ops in writes for key, _ in ops})
+    later = range(cutoff, len(writes) + 2)
+    before = {(key, t): live_value(read_as_of(store.engine, 1, key, v(t)), v(t)) for key in touched for t in later}
+    doomed, resume, _ = compactable(store.engine, 1, v(cutoff), None, budget, jump_after)
+    while resume is not None:
+        more, resume, _ = compactable(store.engine, 1, v(cutoff), resume, budget, jump_after)
+        doomed += more
+    whole, _, _ = compactable(store.engine, 1, v(cutoff), None, 10_000, jump_after=10_000)
+    assert sorted(doomed) == sorted(whole), "seeks and resumes find what one plain walk finds"
+    batch = WriteBatch()
+    for key in doomed:
+        batch.delete(key)
+    store.engine.write(batch)
+    after = {(key, t): live_value(read_as_of(store.engine, 1, key, v(t)), v(t)) for key in touched for t in later}
+    assert after == before
