@@ -65,3 +65,17 @@ def wait_until_converged(cluster: LocalCluster, timeout: float = 30.0, nodes: se
         if time.monotonic() > deadline:
             raise AssertionError("replicas did not converge:\n" + "\n".join(problems))
         time.sleep(0.2)
+
+
+def wait_until_refused(client: redis.Redis, command: tuple, message: str, timeout: float = 10.0) -> None:
+    """Repeat ``command`` until the cluster refuses it with an error containing ``message``: for a change of
+    the settings, which every node takes up from its own ZooKeeper watch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.execute_command(*command)
+        except redis.ResponseError as err:
+            assert message in str(err), f"refused for another reason: {err}"
+            return
+        assert time.monotonic() < deadline, f"{command[0]} was still answered after {timeout:.0f} s"
+        time.sleep(0.1)
