@@ -8,8 +8,8 @@ before the window (``kvnode.versions``), so replicas whose clocks differ by less
 hold every version a read they accept may need, including after a failover.
 
 Work is bounded per tick: the walk reads about ``budget`` history records, resuming where it stopped. Ticks
-come every ``COMPACT_INTERVAL``, and back to back while the walk is behind (``CompactionPacer``), up to a
-share of the reactor thread. A walk reads the whole retained history of a partition, so it must read the
+come every ``COMPACT_INTERVAL``, and back to back while the walk is behind, up to a share of the reactor
+thread (``kvnode.pacing``). A walk reads the whole retained history of a partition, so it must read the
 write rate times (retention + step) / step records a second to keep up: 13 times the write rate for the
 default hour. At a fixed 2,000 records a second, a node fell behind from about 150 writes a second (its
 secondaries' included): its history then held versions ever longer past the window, and from 2,000 writes
@@ -23,24 +23,20 @@ every step at most, and an old version outlives the window by a step at most.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from kvcommon.hlc import LOGICAL_BITS, LOGICAL_MASK
 from kvnode.replica import Role
 from kvnode.storage.history import compactable
 
-log = logging.getLogger(__name__)
-
-# Seconds between ticks while the walk keeps up (CompactionPacer runs them). A tick runs on the reactor
+# Seconds between ticks while the walk keeps up (a kvnode.pacing.PacedTask runs them). A tick runs on the reactor
 # thread and every request waits for it: 2000 records at once took 4-12 ms over a million keys, a stall at
 # the tail of GET latency every second, so the walk goes in small steps instead.
 COMPACT_INTERVAL = 0.1
 # History records read per tick, over all partitions (0.3-0.5 ms: 1.6-2.7 µs a record when cached).
 COMPACT_BUDGET = 200
-# While the walk is behind, ticks take up to this share of the reactor thread: some 40,000 records a second
-# when they are cached, enough for 3,000 writes a second per node at the default retention.
-BEHIND_SHARE = 0.1
+# While the walk is behind, ticks take up to a tenth of the reactor thread (kvnode.pacing): some 40,000
+# records a second when they are cached, enough for 3,000 writes a second per node at the default retention.
 GRACE_MS = 10_000
 # Writes are remembered by the step of wall time their version falls in (see the module's text).
 STEP_MS = 300_000
@@ -121,38 +117,3 @@ class HistoryCompactor:
         self.behind = bool(self._resume) or reached < len(due)
         return len(doomed)
 
-
-class CompactionPacer:
-    """Runs ``compactor.tick`` every ``COMPACT_INTERVAL``; while the compactor is behind, again as soon as the
-    ticks stay within ``share`` of the reactor thread: a tick that took t seconds is followed by a pause of
-    t * (1 - share) / share. Each tick is short, so requests wait behind one tick at most."""
-
-    def __init__(self, reactor, compactor: HistoryCompactor, share: float = BEHIND_SHARE,
-                 timer=time.perf_counter):
-        self.reactor = reactor
-        self.compactor = compactor
-        self.share = share
-        self.timer = timer
-        self._call = None
-        self.seconds = 0.0  # spent in ticks, for INFO
-
-    def start(self) -> None:
-        self._call = self.reactor.callLater(COMPACT_INTERVAL, self._run)
-
-    def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _run(self) -> None:
-        started = self.timer()
-        try:
-            self.compactor.tick()
-        except Exception:
-            # A failed tick (the store closing under it, a corrupt record) must not stop compaction for good.
-            log.exception("history compaction tick failed")
-            self.compactor.behind = False
-        elapsed = self.timer() - started
-        self.seconds += elapsed
-        delay = elapsed * (1 - self.share) / self.share if self.compactor.behind else COMPACT_INTERVAL
-        self._call = self.reactor.callLater(min(delay, COMPACT_INTERVAL), self._run)

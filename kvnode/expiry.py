@@ -3,7 +3,8 @@
 Reads already hide a key once its absolute expiry time has passed; removing it from disk is the primary's
 job, by an ordinary replicated delete, so a secondary never expires a key on its own clock and always holds
 exactly the primary's data. A command that touches an expired key deletes it (``CommandContext.changes``);
-this sweep finds the others, with bounded work per tick:
+this sweep finds the others, with bounded work per tick (ticks every ``SWEEP_INTERVAL``, back to back within
+a tenth of the reactor thread while it is behind: ``kvnode.pacing``):
 
 - keys this primary wrote with an expiry wait in a heap and are deleted soon after they are due;
 - a slow walk finds the rest: keys written before this node became primary, or while the heap was full.
@@ -20,12 +21,13 @@ from collections.abc import Callable
 
 from kvnode.storage.records import expire_at_of
 
-# Seconds between ticks of the sweep (kvnode.main runs it).
+# Seconds between ticks of the sweep while it keeps up.
 # Small steps often rather than large ones seldom: every request waits for a tick (see compaction.py).
 SWEEP_INTERVAL = 0.1
-# Records the walk reads per tick, over all partitions; at a tick every 0.1s, 2000 records a second.
+# Records the walk reads per tick, over all partitions.
 WALK_BUDGET = 200
-# Keys deleted per tick from the heap: more are left for the next tick.
+# Keys deleted per tick from the heap: more are left for the next tick, which then comes sooner. At a fixed
+# tick every 0.1 s this capped a node at 4,000 deletes a second.
 DELETE_BUDGET = 400
 # Expiring keys remembered; beyond this the walk finds them, later.
 MAX_TRACKED = 100_000
@@ -51,6 +53,8 @@ class ExpirySweeper:
         self._unwalked: dict[int, None] = {}
         self.deleted = 0
         self.read = 0  # data records the walk read, for tests
+        # Whether the last tick left work for the next: keys due in the heap, or partitions to walk.
+        self.behind = False
 
     def note(self, partition: int, writes: dict[bytes, bytes | None]) -> None:
         """A write this primary appended: remember its keys that expire."""
@@ -76,6 +80,7 @@ class ExpirySweeper:
         self._walk(now_ms, expired)
         deleted = sum(self.delete(partition, keys) for partition, keys in expired.items() if partition in primaries)
         self.deleted += deleted
+        self.behind = bool(self._unwalked) or bool(self._due and self._due[0][0] <= now_ms)
         return deleted
 
     def _pop_due(self, now_ms: int, out: dict[int, list[bytes]]) -> None:

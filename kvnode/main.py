@@ -47,7 +47,6 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, max_open_
     from kvmeta.schema import NodeRecord
     from kvnode.commit import StorageWriter
     from kvnode.coordination import NodeCoordinator
-    from kvnode.expiry import SWEEP_INTERVAL
     from kvnode.protocol import NodeFactory
     from kvnode.replication.follower import PING_INTERVAL
     from kvnode.service import NodeService
@@ -89,8 +88,8 @@ def main(zk_address, cluster, node_id, host, port, data_dir, cache_mb, max_open_
     task.LoopingCall(service.trim_logs).start(5.0, now=False)
     task.LoopingCall(heap.release_free_memory).start(heap.TRIM_INTERVAL, now=False)
     task.LoopingCall(service.expire_overdue).start(0.25, now=False)
-    task.LoopingCall(service.sweep_expired).start(SWEEP_INTERVAL, now=False)
-    service.compaction_pacer.start()
+    service.expiry_task.start()
+    service.compaction_task.start()
     task.LoopingCall(service.follower.ping).start(PING_INTERVAL, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))

@@ -159,12 +159,16 @@ class NodeProtocol(protocol.Protocol):
                 f"kv_full_compaction_ranges:{compaction.done}/{len(compaction.ranges)}\r\n"
                 f"kv_full_compaction_seconds:{compaction.seconds():.1f}\r\n")
 
-    def _history_compaction_info(self) -> str:
-        compactor, pacer = self.service.compactor, self.service.compaction_pacer
+    def _background_info(self) -> str:
+        service = self.service
+        compactor, expiry = service.compactor, service.expiry
         return (f"kv_history_records_read:{compactor.read}\r\n"
                 f"kv_history_records_removed:{compactor.removed}\r\n"
                 f"kv_history_compaction_behind:{int(compactor.behind)}\r\n"
-                f"kv_history_compaction_seconds:{pacer.seconds:.1f}\r\n")
+                f"kv_history_compaction_seconds:{service.compaction_task.seconds:.1f}\r\n"
+                f"kv_expired_keys_deleted:{expiry.deleted}\r\n"
+                f"kv_expiry_sweep_behind:{int(expiry.behind)}\r\n"
+                f"kv_expiry_sweep_seconds:{service.expiry_task.seconds:.1f}\r\n")
 
     def _info(self, name: bytes):
         if name == b"info":
@@ -182,7 +186,7 @@ class NodeProtocol(protocol.Protocol):
                 f"kv_commands_processed:{self.service.commands_processed}\r\n"
                 f"kv_store_files_per_level:{','.join(map(str, self.service.store.engine.files_per_level()))}\r\n"
                 f"{self._full_compaction_info()}"
-                f"{self._history_compaction_info()}"
+                f"{self._background_info()}"
             )
             return text.encode()
         if name == b"hello":

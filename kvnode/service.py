@@ -22,8 +22,9 @@ from kvcommon.replies import Pending, unwrap_first_error
 from kvmeta.schema import READ_LEVELS, WRITE_LEVELS, ClusterConfig, NodeRecord, PartitionState
 from kvnode.commands import HANDLERS, CommandContext
 from kvnode.commit import GroupCommit, StorageWriter
-from kvnode.compaction import CompactionPacer, HistoryCompactor
-from kvnode.expiry import ExpirySweeper
+from kvnode.compaction import COMPACT_INTERVAL, HistoryCompactor
+from kvnode.expiry import SWEEP_INTERVAL, ExpirySweeper
+from kvnode.pacing import PacedTask
 from kvnode.replica import PendingEntry, Replica, Role
 from kvnode.replication.follower import FollowerLinks
 from kvnode.replication.leader import LeaderStreams
@@ -112,7 +113,11 @@ class NodeService:
         self.expiry = ExpirySweeper(self.store, self._writable_primaries, self._delete_expired)
         self.versions = VersionedReads(self)
         self.compactor = HistoryCompactor(self)
-        self.compaction_pacer = CompactionPacer(reactor, self.compactor)  # kvnode.main starts it
+        # Background walks on the reactor thread, paced by how far behind they are; kvnode.main starts them.
+        self.compaction_task = PacedTask(reactor, "history compaction", self.compactor.tick,
+                                         lambda: self.compactor.behind, COMPACT_INTERVAL)
+        self.expiry_task = PacedTask(reactor, "the sweep of expired keys", self.sweep_expired,
+                                     lambda: self.expiry.behind, SWEEP_INTERVAL)
         self.full_compaction: FullCompaction | None = None
 
     # -- what ZooKeeper tells us -------------------------------------------------------------------
@@ -481,12 +486,7 @@ class NodeService:
 
     def sweep_expired(self) -> int:
         """Delete some expired keys of the partitions this node is primary of (kvnode.expiry)."""
-        try:
-            return self.expiry.tick(_now_ms())
-        except Exception:
-            # Runs from a LoopingCall, which would stop for good on an exception: log it and go on next tick.
-            log.exception("the sweep of expired keys failed")
-            return 0
+        return self.expiry.tick(_now_ms())
 
     def _writable(self, replica: Replica) -> bool:
         try:
