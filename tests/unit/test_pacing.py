@@ -142,3 +142,16 @@ def test_stop_cancels_the_next_tick():
     paced(clock, work, 0.001).stop()
     run(clock, 3 * INTERVAL)
     assert work.ticks == 0 and not clock.getDelayedCalls()
+
+
+def test_the_expiry_sweep_is_not_behind_for_walks_a_full_heap_keeps_asking_for():
+    service, clock = test_expiry.make_service()
+    sweeper = ExpirySweeper(service.store, service._writable_primaries, service._delete_expired, max_tracked=2)
+    for i in range(5):
+        test_expiry.run(service, clock, "SET", f"k{i}", "v", "EX", "100")
+        key = b"k%d" % i
+        sweeper.note(0, {key: service.store.get(0, key)})  # as the node notes a write with an expiry
+        sweeper.tick(int(time.time() * 1000))
+        if i >= 2:
+            assert sweeper._unwalked, "no room in the heap: the partition waits for another walk"
+        assert not sweeper.behind, "walks go at the base pace, and nothing is due"
