@@ -13,10 +13,12 @@ thread (``kvnode.pacing``). A walk reads the whole retained history of a partiti
 write rate times (retention + step) / step records a second to keep up: 13 times the write rate for the
 default hour. At a fixed 2,000 records a second, a node fell behind from about 150 writes a second (its
 secondaries' included): its history then held versions ever longer past the window, and from 2,000 writes
-a second grew without bound. A partition is walked only when it may hold
-something to remove: once after this node starts holding it (at
-start, or after a snapshot copy), and then once a step of ``STEP_MS`` in which it was written to is wholly
-past the cutoff. A walk that ran all day long over unchanged history cost every node a few percent of a
+a second grew without bound. Behind, at a tenth of the thread, a walk reads some 40,000 cached records a
+second: enough for 3,000 writes a second per node at the default retention.
+
+A partition is walked only when it may hold something to remove: once after this node starts holding it
+(at start, or after a snapshot copy), and then once a step of ``STEP_MS`` in which it was written to is
+wholly past the cutoff. A walk that ran all day long over unchanged history cost every node a few percent of a
 core, and its reads pushed hot blocks out of the cache. A partition written to all the time is walked
 every step at most, and an old version outlives the window by a step at most.
 """
@@ -29,14 +31,12 @@ from kvcommon.hlc import LOGICAL_BITS, LOGICAL_MASK
 from kvnode.replica import Role
 from kvnode.storage.history import compactable
 
-# Seconds between ticks while the walk keeps up (a kvnode.pacing.PacedTask runs them). A tick runs on the reactor
-# thread and every request waits for it: 2000 records at once took 4-12 ms over a million keys, a stall at
-# the tail of GET latency every second, so the walk goes in small steps instead.
+# Seconds between ticks while the walk keeps up (a kvnode.pacing.PacedTask runs them). A tick runs on the
+# reactor thread and every request waits for it: 2000 records at once took 4-12 ms over a million keys, a
+# stall at the tail of GET latency every second, so the walk goes in small steps instead.
 COMPACT_INTERVAL = 0.1
 # History records read per tick, over all partitions (0.3-0.5 ms: 1.6-2.7 µs a record when cached).
 COMPACT_BUDGET = 200
-# While the walk is behind, ticks take up to a tenth of the reactor thread (kvnode.pacing): some 40,000
-# records a second when they are cached, enough for 3,000 writes a second per node at the default retention.
 GRACE_MS = 10_000
 # Writes are remembered by the step of wall time their version falls in (see the module's text).
 STEP_MS = 300_000
@@ -116,4 +116,3 @@ class HistoryCompactor:
         self.removed += len(doomed)
         self.behind = bool(self._resume) or reached < len(due)
         return len(doomed)
-

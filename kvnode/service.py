@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import asdict
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -124,9 +125,8 @@ class NodeService:
 
     def on_config(self, config: ClusterConfig) -> None:
         if self.config is not None and config != self.config:
-            changes = ", ".join(f"{field} {getattr(self.config, field)} -> {getattr(config, field)}"
-                                for field in config.__dataclass_fields__
-                                if getattr(config, field) != getattr(self.config, field))
+            old, new = asdict(self.config), asdict(config)
+            changes = ", ".join(f"{name} {old[name]} -> {new[name]}" for name in new if new[name] != old[name])
             log.info("cluster settings changed: %s", changes)
         self.config = config
 
